@@ -1,0 +1,305 @@
+/*
+ * milter.h -- core's filter API: per-event callbacks (the libmilter level) and
+ * the libuv server that runs them.
+ *
+ *   #include <mailfilter/milter.h>
+ *
+ * A filter is a milter_filter_desc (callbacks + what it needs from the MTA).
+ * A milter_server listens on one or more sockets and runs one milter_ctx per
+ * MTA connection.  Every callback returns a milter_status that becomes the
+ * reply to that event, or MILTER_PENDING to reply later with
+ * milter_ctx_reply().
+ *
+ * THREAD RULES
+ *   - One loop thread (the thread running the server's uv_loop) calls every
+ *     callback and owns every milter_ctx.  All milter_ctx_* functions must be
+ *     called on that thread, EXCEPT milter_ctx_post(), which is thread-safe
+ *     and is the hand-off for work done on other threads (see below).
+ *   - milter_server_stop() is thread-safe and async-signal-safe-ish (it only
+ *     calls uv_async_send).  Everything else on milter_server: loop thread, or
+ *     before the loop runs.
+ *
+ * LIFETIMES
+ *   - Strings passed to callbacks point into the packet buffer and are valid
+ *     only during the callback: copy what you keep.
+ *   - A milter_ctx lives from the connect of the MTA to the close callback.
+ *     While a reply is PENDING the ctx stays valid even if the MTA vanishes;
+ *     milter_ctx_reply() then discards the reply and the ctx is freed after
+ *     the close callback has run.
+ */
+#ifndef MAILFILTER_MILTER_H
+#define MAILFILTER_MILTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include <mailfilter/export.h>
+#include <mailfilter/milter_codec.h>
+#include <mailfilter/milter_proto.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct milter_server milter_server;
+typedef struct milter_ctx milter_ctx;
+
+/* ======================================================================== */
+/* Logging                                                                  */
+/* ======================================================================== */
+
+typedef enum milter_log_level {
+  MILTER_LOG_ERROR = 0,
+  MILTER_LOG_WARNING = 1,
+  MILTER_LOG_INFO = 2,
+  MILTER_LOG_DEBUG = 3
+} milter_log_level;
+
+/* msg is one line without newline, valid during the call.  Called on the loop
+ * thread (or the thread that called the failing function). */
+typedef void (*milter_log_fn)(void *userdata, milter_log_level level,
+                              const char *msg);
+
+/* The default logger: "mailfilter[pid]: LEVEL: msg" on stderr. */
+MF_API void milter_log_stderr(void *userdata, milter_log_level level,
+                              const char *msg);
+
+/* ======================================================================== */
+/* Replies                                                                  */
+/* ======================================================================== */
+
+typedef enum milter_status {
+  MILTER_CONTINUE = 0, /* go on with the next step */
+  MILTER_REJECT = 1,   /* 5xx; at RCPT rejects only that recipient */
+  MILTER_DISCARD = 2,  /* accept and throw the message away */
+  MILTER_ACCEPT = 3,   /* accept; no further events for this message */
+  MILTER_TEMPFAIL = 4, /* 4xx; at RCPT only that recipient */
+  MILTER_NOREPLY = 7,  /* send nothing (only where NR_* was negotiated;
+                          elsewhere treated as CONTINUE, as libmilter does) */
+  MILTER_SKIP = 8,     /* body callback: send no more body chunks (needs
+                          MILTER_P_SKIP from the MTA; else CONTINUE) */
+  MILTER_PENDING = 16  /* reply later with milter_ctx_reply() */
+} milter_status;
+
+/* ======================================================================== */
+/* The filter                                                               */
+/* ======================================================================== */
+
+/* Callbacks.  Any may be NULL: a NULL callback's event is switched off with
+ * the matching NO* step where the MTA supports that, and answered CONTINUE
+ * otherwise. */
+typedef struct milter_callbacks {
+  milter_status (*connect)(milter_ctx *ctx, const milter_connect_info *ci);
+  milter_status (*helo)(milter_ctx *ctx, const char *helo);
+  /* argv[0] is the address as the MTA sent it (with angle brackets),
+   * argv[1..argc-1] the ESMTP arguments.  argc >= 1. */
+  milter_status (*envfrom)(milter_ctx *ctx, size_t argc,
+                           const char *const *argv);
+  milter_status (*envrcpt)(milter_ctx *ctx, size_t argc,
+                           const char *const *argv);
+  milter_status (*data)(milter_ctx *ctx);
+  milter_status (*unknown)(milter_ctx *ctx, const char *line);
+  /* value is exactly as received: with MILTER_P_HDR_LEADSPC negotiated it
+   * keeps its leading space; folding uses "\n" or "\r\n" as the MTA sent. */
+  milter_status (*header)(milter_ctx *ctx, const char *name,
+                          const char *value);
+  milter_status (*eoh)(milter_ctx *ctx);
+  milter_status (*body)(milter_ctx *ctx, const uint8_t *chunk, size_t len);
+  /* End of message: the only place where the milter_ctx_* actions work. */
+  milter_status (*eom)(milter_ctx *ctx);
+  /* Message aborted (ABORT, or a new MAIL after end of message).  The
+   * message's state must be reset; the connection goes on. */
+  void (*abort)(milter_ctx *ctx);
+  /* Connection over (QUIT, QUIT_NC, EOF, error, or server stop).  Called
+   * exactly once per connect.  For QUIT_NC the same ctx then sees a new
+   * connect callback. */
+  void (*close)(milter_ctx *ctx);
+} milter_callbacks;
+
+/* What the filter needs from the MTA.  Bits in *_required must be offered by
+ * the MTA or the connection is refused (with a log line naming the missing
+ * bits); bits in *_wanted are asked for when offered and silently dropped
+ * when not. */
+typedef struct milter_filter_desc {
+  const char *name;             /* for log lines */
+  milter_callbacks cb;
+  uint32_t actions_required;    /* MILTER_ACT_* */
+  uint32_t actions_wanted;
+  uint32_t protocol_required;   /* MILTER_P_* (SKIP, HDR_LEADSPC, NR_*, ...) */
+  uint32_t protocol_wanted;
+  /* Largest data size the filter can take: MILTER_DATA_64K (default when 0),
+   * MILTER_DATA_256K or MILTER_DATA_1M.  Negotiated down to what the MTA
+   * offers. */
+  uint32_t max_data_size;
+  /* Macros to request per stage with SETSYMLIST, space-separated names
+   * ("{auth_authen} i"); NULL = the MTA's default.  Needs the MTA to offer
+   * MILTER_ACT_SETSYMLIST (v6); silently not requested otherwise. */
+  const char *macros[MILTER_M_COUNT];
+  void *userdata;               /* milter_ctx_filter_data() */
+} milter_filter_desc;
+
+/* ======================================================================== */
+/* The per-connection context (loop thread only, see THREAD RULES)          */
+/* ======================================================================== */
+
+/* User slot, NULL initially, untouched by the library.  Free what it points
+ * to in the close callback. */
+MF_API void milter_ctx_set_data(milter_ctx *ctx, void *data);
+MF_API void *milter_ctx_get_data(const milter_ctx *ctx);
+MF_API void *milter_ctx_filter_data(const milter_ctx *ctx);
+MF_API milter_server *milter_ctx_server(const milter_ctx *ctx);
+
+/* The value of a macro, by name with or without braces ("i", "{i}",
+ * "auth_authen", "{auth_authen}").  The most recent stage is searched first,
+ * as libmilter does.  Returns NULL when unknown.  The string is valid until the
+ * macro's lifetime ends: connect/helo macros until QUIT/QUIT_NC, the others
+ * until ABORT or the end of the message. */
+MF_API const char *milter_ctx_macro(const milter_ctx *ctx, const char *name);
+
+/* Negotiated values for this connection (valid after OPTNEG). */
+MF_API uint32_t milter_ctx_version(const milter_ctx *ctx);
+MF_API uint32_t milter_ctx_actions(const milter_ctx *ctx);
+MF_API uint32_t milter_ctx_protocol(const milter_ctx *ctx);
+MF_API uint32_t milter_ctx_data_size(const milter_ctx *ctx);
+/* The peer, "127.0.0.1:43512" or "unix:/path", for log lines. */
+MF_API const char *milter_ctx_peer(const milter_ctx *ctx);
+
+/* Log through the server's logger, prefixed with the peer. */
+MF_API void milter_ctx_log(const milter_ctx *ctx, milter_log_level level,
+                           const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A custom SMTP reply for the next REJECT or TEMPFAIL of this ctx (like
+ * smfi_setreply/smfi_setmlreply): rcode "4xx"/"5xx", xcode "x.y.z" or NULL,
+ * text may hold several lines separated by "\n".  The rcode's class decides
+ * what is sent whatever the status (as libmilter does).  Returns 0 or
+ * MILTER_E_INVAL (bad code, a line over 980 bytes, over 32 lines). */
+MF_API int milter_ctx_setreply(milter_ctx *ctx, const char *rcode,
+                               const char *xcode, const char *text);
+
+/* Complete a PENDING reply.  status must not be MILTER_PENDING.  Loop thread
+ * only; from another thread wrap it in milter_ctx_post().  Returns
+ * MILTER_E_STATE if no reply is pending, MILTER_E_CLOSED if the MTA has gone
+ * (the reply is dropped; not an error to worry about). */
+MF_API int milter_ctx_reply(milter_ctx *ctx, milter_status status);
+
+/* Thread-safe hand-off: run fn(ctx, arg) on the loop thread, soon.  Allowed
+ * only while a reply of ctx is PENDING (this is what keeps ctx alive); fn is
+ * expected to end with milter_ctx_reply().  Returns 0 or MILTER_E_NOMEM. */
+typedef void (*milter_post_fn)(milter_ctx *ctx, void *arg);
+MF_API int milter_ctx_post(milter_ctx *ctx, milter_post_fn fn, void *arg);
+
+/* SMFIR_PROGRESS: tell the MTA to restart its timeout while a reply is
+ * pending.  Loop thread. */
+MF_API int milter_ctx_progress(milter_ctx *ctx);
+
+/* ---- End-of-message actions --------------------------------------------
+ * Allowed only from the eom callback or while its reply is pending.  They
+ * return MILTER_E_STATE elsewhere, MILTER_E_NOTSUP when the action was not
+ * negotiated, MILTER_E_INVAL on a NULL/invalid argument.  They are queued
+ * and sent just before the final reply, in call order, except that all
+ * replace-body chunks are sent together in one uninterrupted run after the
+ * other actions (as Postfix requires). */
+MF_API int milter_ctx_addheader(milter_ctx *ctx, const char *name,
+                                const char *value);
+/* index: 0 = before the first header the MTA has. */
+MF_API int milter_ctx_insheader(milter_ctx *ctx, uint32_t index,
+                                const char *name, const char *value);
+/* index: 1-based occurrence of name; value NULL or "" deletes. */
+MF_API int milter_ctx_chgheader(milter_ctx *ctx, const char *name,
+                                uint32_t index, const char *value);
+/* args NULL: SMFIR_ADDRCPT; else SMFIR_ADDRCPT_PAR (needs ADDRCPT_PAR). */
+MF_API int milter_ctx_addrcpt(milter_ctx *ctx, const char *rcpt,
+                              const char *args);
+MF_API int milter_ctx_delrcpt(milter_ctx *ctx, const char *rcpt);
+MF_API int milter_ctx_chgfrom(milter_ctx *ctx, const char *from,
+                              const char *args);
+/* Appends to the replacement body (call repeatedly for a large body); sent
+ * in chunks of the negotiated data size. */
+MF_API int milter_ctx_replacebody(milter_ctx *ctx, const void *data,
+                                  size_t len);
+MF_API int milter_ctx_quarantine(milter_ctx *ctx, const char *reason);
+
+/* ======================================================================== */
+/* The server                                                               */
+/* ======================================================================== */
+
+/* Options with documented defaults; fill with milter_server_opts_init(). */
+typedef struct milter_server_opts {
+  /* Most concurrent MTA connections; more are accepted and closed at once
+   * with a log line.  Default 10000. */
+  unsigned max_connections;
+  /* Time allowed to receive one packet once its first byte arrived
+   * (slowloris guard).  Default 30000 ms. */
+  uint64_t packet_timeout_ms;
+  /* Time a connection may sit with no packet in flight and no reply pending
+   * before it is closed.  Default 1800000 ms (30 min; Postfix's own command
+   * timeout is 30 s, its content timeout 300 s). */
+  uint64_t idle_timeout_ms;
+  /* Largest packet length accepted whatever was negotiated.  Default
+   * MILTER_DEFAULT_HARD_CAP (64 MiB). */
+  uint32_t hard_cap;
+  /* listen(2) backlog.  Default 511. */
+  int backlog;
+  /* Mode of unix sockets created by listen.  Default 0660. */
+  int unix_mode;
+  /* On stop (SIGTERM/SIGINT or milter_server_stop()), time granted to
+   * connections with a message in progress before they are closed.
+   * Default 30000 ms. */
+  uint64_t drain_timeout_ms;
+  /* Install SIGTERM/SIGINT handlers on the loop that stop the server.
+   * Default 1. */
+  int handle_signals;
+  milter_log_fn log;            /* default milter_log_stderr */
+  void *log_data;
+  milter_log_level log_level;   /* default MILTER_LOG_INFO */
+} milter_server_opts;
+
+MF_API void milter_server_opts_init(milter_server_opts *opts);
+
+/* Create a server for the filter.  loop NULL: the server makes and owns its
+ * own loop (run with milter_server_run).  Otherwise it adds its handles to the
+ * caller's loop, which the caller runs.  desc and opts are copied (the
+ * strings in desc must outlive the server).  opts NULL = defaults.  Returns
+ * 0 and *out, or a negative error. */
+MF_API int milter_server_new(milter_server **out, uv_loop_t *loop,
+                             const milter_filter_desc *desc,
+                             const milter_server_opts *opts);
+
+/* Listen on a socket spec as Postfix/libmilter write them:
+ *   unix:/path  local:/path  /path  inet:PORT@HOST  inet:PORT
+ *   inet:HOST:PORT  inet6:PORT@HOST  inet6:PORT
+ * A stale unix socket (nobody accepting on it) is removed first; a live one
+ * or a non-socket file at the path is an error.  May be called several
+ * times.  Returns 0 or MILTER_E_ADDR / MILTER_E_IO (logged with the reason). */
+MF_API int milter_server_listen(milter_server *srv, const char *spec);
+
+/* The bound port of the last inet listener (after "inet:0@127.0.0.1"). */
+MF_API int milter_server_port(const milter_server *srv);
+
+/* Run the server's own loop until it is stopped and drained.  Returns 0. */
+MF_API int milter_server_run(milter_server *srv);
+
+/* Stop accepting; connections with no message in progress are closed now,
+ * others when their message ends or the drain timeout passes.  Thread-safe. */
+MF_API void milter_server_stop(milter_server *srv);
+
+/* Free the server (after run returned, or, for an external loop, after stop
+ * and the loop has run until the server's handles closed). */
+MF_API void milter_server_free(milter_server *srv);
+
+MF_API uv_loop_t *milter_server_loop(const milter_server *srv);
+MF_API unsigned milter_server_connections(const milter_server *srv);
+
+/* Parse a socket spec into a sockaddr (inet/inet6) or a path (unix).
+ * Returns 0 or MILTER_E_ADDR.  For unix specs *is_unix = 1 and path is
+ * copied into path (pathlen bytes). */
+MF_API int milter_parse_spec(const char *spec, struct sockaddr_storage *sa,
+                             int *is_unix, char *path, size_t pathlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

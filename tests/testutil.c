@@ -1,0 +1,58 @@
+#include "testutil.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *tu_data_path(const char *name) {
+  static char path[4096];
+  const char *dir = getenv("MF_TEST_DATA");
+  if (name[0] == '/' || dir == NULL)
+    snprintf(path, sizeof path, "%s", name);
+  else
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+  return path;
+}
+
+char *tu_read_file(const char *name, size_t *len) {
+  FILE *f = fopen(tu_data_path(name), "rb");
+  if (f == NULL)
+    return NULL;
+  size_t cap = 4096, n = 0;
+  char *buf = malloc(cap + 1);
+  size_t got;
+  while (buf != NULL && (got = fread(buf + n, 1, cap - n, f)) > 0) {
+    n += got;
+    if (n == cap) {
+      char *nb = realloc(buf, cap * 2 + 1);
+      if (nb == NULL) {
+        free(buf);
+        buf = NULL;
+        break;
+      }
+      buf = nb;
+      cap *= 2;
+    }
+  }
+  fclose(f);
+  if (buf == NULL)
+    return NULL;
+  buf[n] = '\0';
+  if (len != NULL)
+    *len = n;
+  return buf;
+}
+
+int tu_count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL)
+    return -1;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n - 1; /* the DIR's own fd */
+}
