@@ -1,0 +1,42 @@
+/* Private helpers of the addr module (not installed). */
+#ifndef MF_ADDR_INTERNAL_H
+#define MF_ADDR_INTERNAL_H
+
+#include <stddef.h>
+
+#include <mailfilter/addr.h>
+
+/* Set *why (when not NULL) and return err. */
+static inline int mfa_fail(const char **why, int err, const char *msg) {
+  if (why)
+    *why = msg;
+  return err;
+}
+
+/* Strict UTF-8 check of len bytes (no overlongs, no surrogates, <= U+10FFFF)
+ * that also refuses control characters: C0, DEL, C1 and NUL.  Returns 0,
+ * MF_ADDR_E_UTF8 or MF_ADDR_E_CTRL. */
+int mfa_utf8_check(const char *s, size_t len, const char **why);
+
+/* 1 when any of the len bytes is >= 0x80. */
+int mfa_has_non_ascii(const char *s, size_t len);
+
+/* NFC of valid UTF-8 (ICU).  *out malloc'd, NUL-terminated. */
+int mfa_nfc(const char *s, size_t len, char **out, const char **why);
+
+/* Domain (no brackets, valid UTF-8 without controls) to A-label and U-label
+ * forms, both lower case, all checks done.  Either out may be NULL. */
+int mfa_domain_idna(const char *s, size_t len, char **alabel, char **ulabel,
+                    const char **why);
+
+/* Loose syntax check of a domain as written: labels non-empty, ASCII only
+ * letters/digits/hyphen, non-ASCII allowed.  Used for source routes and
+ * before IDNA processing. */
+int mfa_domain_syntax(const char *s, size_t len, int err, const char **why);
+
+/* Address literal "[...]" (brackets included) to canonical form. */
+int mfa_literal(const char *s, size_t len, char **canon, const char **why);
+
+char *mfa_strndup(const char *s, size_t n);
+
+#endif
