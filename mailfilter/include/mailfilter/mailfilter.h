@@ -1,0 +1,270 @@
+/*
+ * mailfilter.h -- the transaction layer: write ONE decision function, get a
+ * milter.
+ *
+ *   #include <mailfilter/mailfilter.h>      link: mailfilter (pkg-config)
+ *
+ * The library accumulates each SMTP transaction into an mf_trx (connection,
+ * HELO, envelope with IDNA-aware addresses, parsed headers, body spooled to
+ * an unlinked temp file past a threshold, macros), calls the decision
+ * function once at the configured stage, then turns what the function
+ * changed on the mf_trx into the minimal list of milter actions.
+ *
+ *   static mf_decision decide(mf_trx *trx, void *ud) {
+ *     if (mf_trx_auth_authen(trx) == NULL)
+ *       mf_hdr_add(mf_trx_headers(trx), "X-External", "yes");
+ *     return MF_ACCEPT;
+ *   }
+ *   ...
+ *   mf_opts o; mf_opts_init(&o); o.stage = MF_STAGE_EOH;
+ *   mf_filter *f; mf_filter_new(&f, decide, NULL, &o);
+ *   mf_filter_listen(f, "inet:10025@127.0.0.1");
+ *   mf_filter_run(f);            // until SIGTERM / SIGINT
+ *   mf_filter_free(f);
+ *
+ * THREAD RULES
+ *   - The decision function runs on a worker thread of the filter's pool
+ *     (size mf_opts.workers), unless MF_OPT_NONBLOCKING is set: then on the
+ *     loop thread.  One mf_trx is owned by exactly one thread at a time
+ *     (loop -> worker -> loop), so the function needs no lock for it; it
+ *     must not keep the mf_trx pointer after it returned (or, for
+ *     MF_PENDING, after mf_trx_complete()).
+ *   - mf_trx_complete() may be called from any thread.
+ *   - mf_filter_stop() is thread-safe; the other mf_filter_* functions are
+ *     called by the thread that created the filter.
+ *
+ * ERRORS
+ *   Functions return 0 or a negative error: MF_E_* below, or a core
+ *   MILTER_E_* / MF_ADDR_E_* / MF_HDR_E_* code passed through from the lower
+ *   layer (the ranges do not overlap in meaning: use mf_strerror(), which
+ *   knows them all).
+ */
+#ifndef MAILFILTER_MAILFILTER_H
+#define MAILFILTER_MAILFILTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <mailfilter/addr.h>
+#include <mailfilter/export.h>
+#include <mailfilter/header.h>
+#include <mailfilter/milter.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mf_filter mf_filter;
+typedef struct mf_trx mf_trx;
+
+/* When the decision function runs.  At CONNECT and HELO it runs once per
+ * connection and its verdict applies to every message of that connection;
+ * at the later stages exactly once per message.  MF_STAGE_RCPT means after
+ * the last RCPT (i.e. when DATA, or the first header, arrives). */
+typedef enum mf_stage {
+  MF_STAGE_CONNECT = 1,
+  MF_STAGE_HELO = 2,
+  MF_STAGE_MAIL = 3,
+  MF_STAGE_RCPT = 4,
+  MF_STAGE_DATA = 5,
+  MF_STAGE_EOH = 6, /* end of headers: the common optimisation */
+  MF_STAGE_EOM = 7  /* end of message: sees the body */
+} mf_stage;
+
+typedef enum mf_decision {
+  MF_ACCEPT = 0,     /* deliver (with the modifications made) */
+  MF_REJECT = 1,     /* 5xx (mf_trx_set_reply() for a custom reply) */
+  MF_TEMPFAIL = 2,   /* 4xx (idem) */
+  MF_DISCARD = 3,    /* accept and drop silently */
+  MF_QUARANTINE = 4, /* accept into the MTA's hold queue; reason from
+                        mf_trx_quarantine(), "quarantined" otherwise */
+  MF_PENDING = 5,    /* asynchronous: the decision comes later through
+                        mf_trx_complete(), from any thread */
+  MF_FAIL = -1       /* the function failed: the configured
+                        mf_opts.on_error action applies */
+} mf_decision;
+
+/* What happens when the decision function fails (MF_FAIL) or a limit is
+ * hit. */
+typedef enum mf_action_kind {
+  MF_DO_TEMPFAIL = 0, /* 451 4.3.0 (default for errors) */
+  MF_DO_ACCEPT = 1,   /* let the message through unchanged */
+  MF_DO_REJECT = 2,   /* 550 5.7.1 / 552 5.3.4 for size limits */
+  MF_DO_CLOSE = 3,    /* drop the milter connection: the MTA applies its
+                         milter_default_action */
+  MF_DO_TRUNCATE = 4  /* limits only: keep what fits, mark the trx
+                         (mf_trx_truncated()), go on */
+} mf_action_kind;
+
+typedef enum mf_mta {
+  MF_MTA_AUTO = 0, /* from macro "v" (Postfix sends "Postfix 3.7.11") */
+  MF_MTA_POSTFIX = 1,
+  MF_MTA_SENDMAIL = 2
+} mf_mta;
+
+/* The decision function.  Returns one mf_decision.  ud is mf_filter_new's
+ * userdata. */
+typedef mf_decision (*mf_decide_fn)(mf_trx *trx, void *ud);
+
+/* Optional per-recipient validator, called for each RCPT as it arrives
+ * (on the same thread rules as the decision function).  Return MF_ACCEPT to
+ * keep the recipient, MF_REJECT / MF_TEMPFAIL (with mf_trx_set_reply() for
+ * a custom reply) to refuse only this recipient; the message goes on. */
+typedef mf_decision (*mf_rcpt_fn)(mf_trx *trx, const mf_addr *rcpt,
+                                  const mf_addr_params *params, void *ud);
+
+/* Option flags. */
+#define MF_OPT_NONBLOCKING 0x1u /* run decide() on the loop thread */
+#define MF_OPT_READ_BODY 0x2u   /* decide() reads the body (implied by
+                                   MF_STAGE_EOM) */
+#define MF_OPT_RECREATE_HEADERS 0x4u /* re-create the whole header in order
+                                        when any header changed */
+
+/* Options; fill with mf_opts_init() then change what you need. */
+typedef struct mf_opts {
+  mf_stage stage;              /* default MF_STAGE_EOM */
+  unsigned flags;              /* MF_OPT_* */
+  mf_rcpt_fn validate_rcpt;    /* NULL: none */
+  /* Macros decide() reads, space-separated ("{auth_type} {cert_subject}");
+   * requested with SETSYMLIST at every stage up to the decision.  The
+   * library always requests what its own accessors need (i, v, j,
+   * {auth_authen}, {daemon_name}...).  NULL: none extra. */
+  const char *macros;
+  unsigned workers;            /* default: number of CPUs (at least 2) */
+  uint64_t progress_ms;        /* send SMFIR_PROGRESS every this while a
+                                  decision runs; default 5000; 0 = never */
+  mf_action_kind on_error;     /* default MF_DO_TEMPFAIL */
+  size_t body_mem_max;         /* body kept in memory up to this, then an
+                                  unlinked temp file; default 200 KiB */
+  const char *spool_dir;       /* default $TMPDIR, else /tmp */
+  size_t max_headers;          /* default 1000 fields */
+  size_t max_header_bytes;     /* all fields together, default 1 MiB */
+  mf_action_kind header_limit; /* default MF_DO_REJECT (552 5.3.4) */
+  uint64_t max_body;           /* default 100 MiB; 0 = unlimited */
+  mf_action_kind body_limit;   /* default MF_DO_REJECT (552 5.3.4);
+                                  MF_DO_TRUNCATE or MF_DO_ACCEPT */
+  size_t max_rcpts;            /* default 1000; more are tempfailed
+                                  (452 4.5.3) one by one */
+  mf_mta mta;                  /* default MF_MTA_AUTO */
+  milter_server_opts server;   /* socket, timeouts, logging; defaults of
+                                  milter_server_opts_init() */
+} mf_opts;
+
+MF_API void mf_opts_init(mf_opts *o);
+
+/* ======================================================================== */
+/* The filter                                                               */
+/* ======================================================================== */
+
+/* Create a filter.  opts NULL = defaults; opts is copied (strings must
+ * outlive the filter).  Returns 0 and *out, or a negative error. */
+MF_API int mf_filter_new(mf_filter **out, mf_decide_fn decide, void *ud,
+                         const mf_opts *opts);
+/* Socket spec as milter_server_listen(). */
+MF_API int mf_filter_listen(mf_filter *f, const char *spec);
+/* Run until SIGTERM/SIGINT or mf_filter_stop(), draining messages in
+ * progress.  Returns 0 or a negative error. */
+MF_API int mf_filter_run(mf_filter *f);
+MF_API void mf_filter_stop(mf_filter *f);
+MF_API void mf_filter_free(mf_filter *f);
+/* The underlying core server (e.g. for milter_server_port()). */
+MF_API milter_server *mf_filter_server(const mf_filter *f);
+
+/* Text for any error code of the library (MF_E_*, MILTER_E_*, MF_ADDR_E_*,
+ * MF_HDR_E_* are told apart by the function that returned them; this one
+ * takes the module into account: pass the code as returned by an mf_*
+ * function). */
+MF_API const char *mf_strerror(int err);
+
+/* ======================================================================== */
+/* The transaction: reading                                                 */
+/* ======================================================================== */
+
+/* The stage at which decide() runs now. */
+MF_API mf_stage mf_trx_stage(const mf_trx *trx);
+MF_API mf_mta mf_trx_mta(const mf_trx *trx);
+
+/* Connection.  Strings valid while the trx is owned by the caller. */
+MF_API const char *mf_trx_client_hostname(const mf_trx *trx);
+MF_API char mf_trx_client_family(const mf_trx *trx); /* MILTER_FAMILY_* */
+MF_API const char *mf_trx_client_ip(const mf_trx *trx); /* "" if unknown */
+MF_API uint16_t mf_trx_client_port(const mf_trx *trx);
+MF_API const char *mf_trx_helo(const mf_trx *trx); /* NULL before HELO */
+
+/* Envelope (NULL / 0 before the stage that brings it). */
+MF_API const mf_addr *mf_trx_mail_from(const mf_trx *trx);
+MF_API const mf_addr_params *mf_trx_mail_params(const mf_trx *trx);
+MF_API size_t mf_trx_rcpt_count(const mf_trx *trx);
+MF_API const mf_addr *mf_trx_rcpt(const mf_trx *trx, size_t i);
+MF_API const mf_addr_params *mf_trx_rcpt_params(const mf_trx *trx, size_t i);
+
+/* Headers (empty before the header stage).  The collection is the trx's:
+ * edit it in place; the diff engine sends the changes. */
+MF_API mf_hdrs *mf_trx_headers(mf_trx *trx);
+
+/* Body (only at MF_STAGE_EOM, or with MF_OPT_READ_BODY).  Size in bytes as
+ * received (CRLF line ends).  mf_trx_body_mem() is the whole body while it
+ * is in memory, NULL once spooled to a file; mf_trx_body_fd() is the file
+ * (read it with pread; do not close it), -1 while in memory;
+ * mf_trx_body_read() works in both cases.  mf_trx_truncated() is 1 when a
+ * limit with MF_DO_TRUNCATE cut the body or the header. */
+MF_API uint64_t mf_trx_body_size(const mf_trx *trx);
+MF_API const uint8_t *mf_trx_body_mem(const mf_trx *trx);
+MF_API int mf_trx_body_fd(const mf_trx *trx);
+MF_API ssize_t mf_trx_body_read(const mf_trx *trx, uint64_t off, void *buf,
+                                size_t len);
+MF_API int mf_trx_truncated(const mf_trx *trx);
+
+/* Macros by name ("i", "{i}", "{auth_authen}"); NULL when the MTA did not
+ * send it. */
+MF_API const char *mf_trx_macro(const mf_trx *trx, const char *name);
+MF_API const char *mf_trx_queue_id(const mf_trx *trx);
+/* The SMTP AUTH user, NULL when the client did not authenticate (absent or
+ * empty macro). */
+MF_API const char *mf_trx_auth_authen(const mf_trx *trx);
+
+/* ======================================================================== */
+/* The transaction: deciding and changing                                   */
+/* ======================================================================== */
+
+/* A custom SMTP reply for MF_REJECT / MF_TEMPFAIL (and the validator):
+ * rcode "5xx"/"4xx", xcode "5.7.1" or NULL, text one or more lines
+ * separated by "\n".  Errors: MILTER_E_INVAL. */
+MF_API int mf_trx_set_reply(mf_trx *trx, const char *rcode, const char *xcode,
+                            const char *text);
+/* Reason for MF_QUARANTINE (one line). */
+MF_API int mf_trx_quarantine(mf_trx *trx, const char *reason);
+
+/* Change the envelope sender; args "SIZE=1 BODY=8BITMIME" or NULL. */
+MF_API int mf_trx_change_from(mf_trx *trx, const char *addr,
+                              const char *args);
+/* Add a recipient (args NULL or ESMTP args). */
+MF_API int mf_trx_add_rcpt(mf_trx *trx, const char *addr, const char *args);
+/* Delete every recipient equal to addr (mf_addr_equal: IDNA-aware).
+ * Returns the number removed (0 if none). */
+MF_API int mf_trx_del_rcpt(mf_trx *trx, const char *addr);
+/* Replace the body (CRLF line ends expected by Postfix).  From memory
+ * (copied), from an fd (read from offset 0 to EOF now; the caller keeps the
+ * fd) or from a file path. */
+MF_API int mf_trx_replace_body(mf_trx *trx, const void *data, size_t len);
+MF_API int mf_trx_replace_body_fd(mf_trx *trx, int fd);
+MF_API int mf_trx_replace_body_file(mf_trx *trx, const char *path);
+
+/* Finish an MF_PENDING decision (any thread, exactly once).  decision must
+ * not be MF_PENDING.  Returns 0 or MF_E_STATE. */
+MF_API int mf_trx_complete(mf_trx *trx, mf_decision decision);
+
+/* Error codes of this layer. */
+enum {
+  MF_E_NOMEM = -101,
+  MF_E_INVAL = -102,
+  MF_E_STATE = -103,   /* call not allowed now (e.g. body before EOM) */
+  MF_E_IO = -104,      /* spool file I/O */
+  MF_E_LIMIT = -105
+};
+
+#ifdef __cplusplus
+}
+#endif
+#endif
