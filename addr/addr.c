@@ -202,6 +202,11 @@ static int parse_local(const char *s, size_t len, size_t *p, unsigned flags,
     }
     i++; /* closing quote */
     val[vlen] = '\0';
+    if (i < len && s[i] != '@' && s[i] != '>' && s[i] != ' ') {
+      free(val);
+      return mfa_fail(why, MF_ADDR_E_SYNTAX,
+                      "text right after the quoted local part");
+    }
     if (vlen == 0) {
       free(val);
       return mfa_fail(why, MF_ADDR_E_LOCAL_EMPTY, "empty quoted local part");

@@ -53,8 +53,12 @@ static int idn2_err(int r, const char **why) {
   case IDN2_NFC:
     return mfa_fail(why, MF_ADDR_E_NORMALIZE,
                     "libidn2 could not NFC-normalise the domain");
-  case IDN2_PUNYCODE_BAD_INPUT:
   case IDN2_PUNYCODE_BIG_OUTPUT:
+    /* encoding a U-label gave more than 63 octets (an "xn--" label of the
+     * input was checked before) */
+    return mfa_fail(why, MF_ADDR_E_LABEL_TOO_LONG,
+                    "domain label longer than 63 octets in A-label form");
+  case IDN2_PUNYCODE_BAD_INPUT:
   case IDN2_PUNYCODE_OVERFLOW:
   case IDN2_ALABEL_ROUNDTRIP_FAILED:
     return mfa_fail(why, MF_ADDR_E_PUNYCODE,
