@@ -247,6 +247,35 @@ static size_t utf8_seq_len(const char *s, size_t avail) {
   return l <= avail ? l : avail;
 }
 
+/* End of the next chunk starting at t[i] whose encoded word (overhead
+ * included) fits in max characters: whole UTF-8 sequences, at least one.
+ * In B mode a chunk that is not the last must be a multiple of 3 bytes:
+ * GMime joins adjacent B words of one charset before decoding, and a "="
+ * pad in the middle would cut the rest off.  Returns 0 if no such chunk. */
+static size_t chunk_end(const char *t, size_t i, size_t n, bool q, size_t max) {
+  const size_t overhead = 12; /* "=?UTF-8?X?" + "?=" */
+  size_t j = i, enc = 0, best3 = 0;
+  while (j < n) {
+    size_t l = utf8_seq_len(t + j, n - j);
+    size_t add = 0;
+    if (q) {
+      for (size_t k = 0; k < l; k++)
+        add += q_cost((unsigned char)t[j + k]);
+    } else {
+      add = 4 * ((j + l - i + 2) / 3) - enc;
+    }
+    if (j > i && overhead + enc + add > max)
+      break;
+    enc += add;
+    j += l;
+    if ((j - i) % 3 == 0)
+      best3 = j;
+  }
+  if (q || j == n)
+    return j;
+  return best3;
+}
+
 /* Encode text[0..n) (valid UTF-8) as encoded words separated by SP.  The
  * first word is at most `first_max` characters, the others EW_MAX. */
 static void encode_run(sbuf *b, const char *t, size_t n, size_t first_max) {
@@ -254,31 +283,21 @@ static void encode_run(sbuf *b, const char *t, size_t n, size_t first_max) {
   size_t qlen = 0;
   for (size_t i = 0; i < n; i++)
     qlen += q_cost((unsigned char)t[i]);
-  bool use_q = qlen <= 4 * ((n + 2) / 3);
-  const size_t overhead = 12; /* "=?UTF-8?X?" + "?=" */
+  /* Q when it is not much longer than B: readable for mostly-ASCII text. */
+  bool use_q = qlen * 2 <= 4 * ((n + 2) / 3) * 3;
   size_t max = first_max;
   size_t i = 0;
   bool first = true;
   while (i < n) {
-    /* Take whole UTF-8 sequences while the word fits (at least one). */
-    size_t j = i, enc = 0;
-    while (j < n) {
-      size_t l = utf8_seq_len(t + j, n - j);
-      size_t add = 0;
-      if (use_q) {
-        for (size_t k = 0; k < l; k++)
-          add += q_cost((unsigned char)t[j + k]);
-      } else {
-        add = 4 * ((j + l - i + 2) / 3) - enc;
-      }
-      if (j > i && overhead + enc + add > max)
-        break;
-      enc += add;
-      j += l;
+    bool q = use_q;
+    size_t j = chunk_end(t, i, n, q, max);
+    if (j == 0) { /* no 3-byte aligned B chunk fits: this one in Q */
+      q = true;
+      j = chunk_end(t, i, n, q, max);
     }
     if (!first)
       sb_addc(b, ' ');
-    if (use_q) {
+    if (q) {
       sb_add(b, "=?UTF-8?Q?", 10);
       for (size_t k = i; k < j; k++) {
         unsigned char c = (unsigned char)t[k];
