@@ -129,10 +129,6 @@ static char *cat3(const char *a, const char *b, const char *c) {
   return r;
 }
 
-static int nomem(const char **why) {
-  return mfa_fail(why, MF_ADDR_E_NOMEM, "out of memory");
-}
-
 /* Parse a source route "@a,@b" ending at ':'; *p is at the first '@'. */
 static int parse_route(const char *s, size_t len, size_t *p, mf_addr *a,
                        const char **why) {
@@ -154,7 +150,7 @@ static int parse_route(const char *s, size_t len, size_t *p, mf_addr *a,
   }
   a->route = mfa_strndup(s + start, i - start);
   if (!a->route)
-    return nomem(why);
+    return mfa_nomem(why);
   *p = i + 1;
   return 0;
 }
@@ -169,7 +165,7 @@ static int parse_local(const char *s, size_t len, size_t *p, unsigned flags,
     a->bits |= A_QUOTED;
     val = malloc(len - i + 1);
     if (!val)
-      return nomem(why);
+      return mfa_nomem(why);
     i++;
     for (;;) {
       if (i >= len) {
@@ -234,7 +230,7 @@ static int parse_local(const char *s, size_t len, size_t *p, unsigned flags,
     }
     val = mfa_strndup(s + start, i - start);
     if (!val)
-      return nomem(why);
+      return mfa_nomem(why);
   }
   if (i - start > LOCAL_MAX) {
     free(val);
@@ -244,7 +240,7 @@ static int parse_local(const char *s, size_t len, size_t *p, unsigned flags,
   a->local = mfa_strndup(s + start, i - start);
   a->local_value = val;
   if (!a->local)
-    return nomem(why);
+    return mfa_nomem(why);
   if (mfa_has_non_ascii(s + start, i - start))
     a->bits |= A_UTF8_LOCAL;
   *p = i;
@@ -268,7 +264,7 @@ static int parse_domain(const char *s, size_t len, size_t *p, mf_addr *a,
       return rc;
     a->ulabel = strdup(a->alabel);
     if (!a->ulabel)
-      return nomem(why);
+      return mfa_nomem(why);
     a->bits |= A_LITERAL;
   } else {
     while (i < len && s[i] != '>' && s[i] != ' ') {
@@ -286,7 +282,7 @@ static int parse_domain(const char *s, size_t len, size_t *p, mf_addr *a,
   }
   a->domain = mfa_strndup(s + start, i - start);
   if (!a->domain)
-    return nomem(why);
+    return mfa_nomem(why);
   *p = i;
   return 0;
 }
@@ -302,7 +298,7 @@ static int parse_at(const char *s, size_t len, unsigned flags, mf_addr **out,
     return mfa_fail(why, MF_ADDR_E_SYNTAX, "empty address");
   mf_addr *a = calloc(1, sizeof *a);
   if (!a)
-    return nomem(why);
+    return mfa_nomem(why);
 
   int bracket = s[0] == '<';
   if (!bracket && (flags & MF_ADDR_REQUIRE_BRACKETS)) {
@@ -324,7 +320,7 @@ static int parse_at(const char *s, size_t len, unsigned flags, mf_addr **out,
     a->bits |= A_NULL;
     if (!(a->local = strdup("")) || !(a->local_value = strdup("")) ||
         !(a->str = strdup("")) || !(a->key = strdup(""))) {
-      rc = nomem(why);
+      rc = mfa_nomem(why);
       goto fail;
     }
     *out = a;
@@ -387,7 +383,7 @@ static int parse_at(const char *s, size_t len, unsigned flags, mf_addr **out,
     a->bits |= A_UTF8;
   a->str = cat3(a->local, a->domain ? "@" : NULL, a->domain);
   if (!a->str) {
-    rc = nomem(why);
+    rc = mfa_nomem(why);
     goto fail;
   }
   char *nfc = NULL;
@@ -397,7 +393,7 @@ static int parse_at(const char *s, size_t len, unsigned flags, mf_addr **out,
   a->key = cat3(nfc, a->alabel ? "@" : NULL, a->alabel);
   free(nfc);
   if (!a->key) {
-    rc = nomem(why);
+    rc = mfa_nomem(why);
     goto fail;
   }
   *out = a;
@@ -504,7 +500,7 @@ int mf_addr_new(const char *local, const char *domain, unsigned flags,
   size_t ll = strlen(local), dl = domain ? strlen(domain) : 0;
   char *w = malloc(2 * ll + 4 + dl), *q = w;
   if (!w)
-    return nomem(why);
+    return mfa_nomem(why);
   if (is_dot_atom(local)) {
     memcpy(q, local, ll);
     q += ll;
@@ -669,48 +665,30 @@ int mf_addr_domain_convert(const char *domain, int to_ulabel, char **out,
   (MF_ADDR_FMT_BRACKETS | MF_ADDR_FMT_ALABEL | MF_ADDR_FMT_ULABEL |            \
    MF_ADDR_FMT_ROUTE)
 
-/* Appends to a snprintf-style buffer, counting the full length. */
-typedef struct {
-  char *buf;
-  size_t size, len;
-} sbuf;
-
-static void put(sbuf *b, const char *s) {
-  size_t n = strlen(s);
-  if (b->len < b->size) {
-    size_t room = b->size - b->len - 1;
-    memcpy(b->buf + b->len, s, n < room ? n : room);
-  }
-  b->len += n;
-}
-
 int mf_addr_format(const mf_addr *a, unsigned fmt, char *buf, size_t size) {
   if (!a || (fmt & ~(unsigned)FMT_FLAGS) || (!buf && size) ||
       ((fmt & MF_ADDR_FMT_ALABEL) && (fmt & MF_ADDR_FMT_ULABEL)))
     return MF_ADDR_E_INVAL;
-  sbuf b = {buf, size, 0};
+  mfa_sbuf b = {buf, size, 0};
   if (fmt & MF_ADDR_FMT_BRACKETS)
-    put(&b, "<");
+    mfa_put(&b, "<", 1);
   if (!(a->bits & A_NULL)) {
     if ((fmt & MF_ADDR_FMT_ROUTE) && a->route) {
-      put(&b, a->route);
-      put(&b, ":");
+      mfa_put(&b, a->route, strlen(a->route));
+      mfa_put(&b, ":", 1);
     }
-    put(&b, a->local);
+    mfa_put(&b, a->local, strlen(a->local));
     if (a->domain) {
-      put(&b, "@");
-      put(&b, (fmt & MF_ADDR_FMT_ALABEL)   ? a->alabel
-              : (fmt & MF_ADDR_FMT_ULABEL) ? a->ulabel
-                                           : a->domain);
+      mfa_put(&b, "@", 1);
+      const char *d = (fmt & MF_ADDR_FMT_ALABEL)   ? a->alabel
+                      : (fmt & MF_ADDR_FMT_ULABEL) ? a->ulabel
+                                                   : a->domain;
+      mfa_put(&b, d, strlen(d));
     }
   }
   if (fmt & MF_ADDR_FMT_BRACKETS)
-    put(&b, ">");
-  if (size)
-    buf[b.len < size ? b.len : size - 1] = '\0';
-  if (b.len > (size_t)0x7fffffff)
-    return MF_ADDR_E_INVAL;
-  return (int)b.len;
+    mfa_put(&b, ">", 1);
+  return mfa_sbuf_end(&b);
 }
 
 int mf_addr_format_alloc(const mf_addr *a, unsigned fmt, char **out) {

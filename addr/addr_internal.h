@@ -13,6 +13,21 @@ static inline int mfa_fail(const char **why, int err, const char *msg) {
   return err;
 }
 
+static inline int mfa_nomem(const char **why) {
+  return mfa_fail(why, MF_ADDR_E_NOMEM, "out of memory");
+}
+
+/* snprintf-style output: appends what fits (leaving room for the NUL) and
+ * counts the full length. */
+typedef struct {
+  char *buf;
+  size_t size, len;
+} mfa_sbuf;
+
+void mfa_put(mfa_sbuf *b, const char *s, size_t n);
+/* NUL-terminate; returns the full length or MF_ADDR_E_INVAL if over INT_MAX. */
+int mfa_sbuf_end(mfa_sbuf *b);
+
 /* Strict UTF-8 check of len bytes (no overlongs, no surrogates, <= U+10FFFF)
  * that also refuses control characters: C0, DEL, C1 and NUL.  Returns 0,
  * MF_ADDR_E_UTF8 or MF_ADDR_E_CTRL. */

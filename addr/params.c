@@ -22,10 +22,6 @@ struct mf_addr_params {
 int mfa_params_parse_str(const char *s, size_t len, mf_addr_params **out,
                          const char **why);
 
-static int nomem(const char **why) {
-  return mfa_fail(why, MF_ADDR_E_NOMEM, "out of memory");
-}
-
 static int is_alnum(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
          (c >= '0' && c <= '9');
@@ -123,7 +119,7 @@ static int add(mf_addr_params *p, const char *name, size_t nl,
     return rc;
   char *v = NULL;
   if (value && !(v = mfa_strndup(value, vl)))
-    return nomem(why);
+    return mfa_nomem(why);
   long i = find(p, name, nl);
   if (i >= 0) {
     if (!replace) {
@@ -139,7 +135,7 @@ static int add(mf_addr_params *p, const char *name, size_t nl,
     param *nv = realloc(p->v, cap * sizeof *nv);
     if (!nv) {
       free(v);
-      return nomem(why);
+      return mfa_nomem(why);
     }
     p->v = nv;
     p->cap = cap;
@@ -147,7 +143,7 @@ static int add(mf_addr_params *p, const char *name, size_t nl,
   char *nm = mfa_strndup(name, nl);
   if (!nm) {
     free(v);
-    return nomem(why);
+    return mfa_nomem(why);
   }
   p->v[p->n].name = nm;
   p->v[p->n].value = v;
@@ -201,7 +197,7 @@ int mf_addr_params_parse_argv(size_t argc, const char *const *argv,
     return mfa_fail(why, MF_ADDR_E_INVAL, "invalid argument");
   mf_addr_params *p;
   if (mf_addr_params_new(&p))
-    return nomem(why);
+    return mfa_nomem(why);
   for (size_t i = 0; i < argc; i++) {
     int rc = argv[i] ? add_one(p, argv[i], strlen(argv[i]), why)
                      : mfa_fail(why, MF_ADDR_E_INVAL, "NULL in argv");
@@ -219,7 +215,7 @@ int mfa_params_parse_str(const char *s, size_t len, mf_addr_params **out,
   *out = NULL;
   mf_addr_params *p;
   if (mf_addr_params_new(&p))
-    return nomem(why);
+    return mfa_nomem(why);
   size_t i = 0;
   while (i < len) {
     if (s[i] == ' ') {
@@ -269,31 +265,17 @@ mf_addr_params *mf_addr_params_dup(const mf_addr_params *p) {
 int mf_addr_params_format(const mf_addr_params *p, char *buf, size_t size) {
   if (!p || (!buf && size))
     return MF_ADDR_E_INVAL;
-  size_t len = 0;
-#define PUT(str, n)                                                            \
-  do {                                                                         \
-    size_t n_ = (n);                                                           \
-    if (len < size) {                                                          \
-      size_t room_ = size - len - 1;                                           \
-      memcpy(buf + len, (str), n_ < room_ ? n_ : room_);                       \
-    }                                                                          \
-    len += n_;                                                                 \
-  } while (0)
+  mfa_sbuf b = {buf, size, 0};
   for (size_t i = 0; i < p->n; i++) {
     if (i)
-      PUT(" ", 1);
-    PUT(p->v[i].name, strlen(p->v[i].name));
+      mfa_put(&b, " ", 1);
+    mfa_put(&b, p->v[i].name, strlen(p->v[i].name));
     if (p->v[i].value) {
-      PUT("=", 1);
-      PUT(p->v[i].value, strlen(p->v[i].value));
+      mfa_put(&b, "=", 1);
+      mfa_put(&b, p->v[i].value, strlen(p->v[i].value));
     }
   }
-#undef PUT
-  if (size)
-    buf[len < size ? len : size - 1] = '\0';
-  if (len > (size_t)0x7fffffff)
-    return MF_ADDR_E_INVAL;
-  return (int)len;
+  return mfa_sbuf_end(&b);
 }
 
 int mf_addr_params_format_alloc(const mf_addr_params *p, char **out) {
@@ -329,7 +311,7 @@ int mf_addr_xtext_decode(const char *in, char **out, const char **why) {
   size_t n = strlen(in);
   char *r = malloc(n + 1), *q = r;
   if (!r)
-    return nomem(why);
+    return mfa_nomem(why);
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)in[i];
     if (c == '+') {

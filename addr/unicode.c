@@ -17,6 +17,20 @@ char *mfa_strndup(const char *s, size_t n) {
   return d;
 }
 
+void mfa_put(mfa_sbuf *b, const char *s, size_t n) {
+  if (b->len < b->size) {
+    size_t room = b->size - b->len - 1;
+    memcpy(b->buf + b->len, s, n < room ? n : room);
+  }
+  b->len += n;
+}
+
+int mfa_sbuf_end(mfa_sbuf *b) {
+  if (b->size)
+    b->buf[b->len < b->size ? b->len : b->size - 1] = '\0';
+  return b->len > (size_t)0x7fffffff ? MF_ADDR_E_INVAL : (int)b->len;
+}
+
 int mfa_has_non_ascii(const char *s, size_t len) {
   for (size_t i = 0; i < len; i++)
     if ((unsigned char)s[i] >= 0x80)
