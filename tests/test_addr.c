@@ -771,6 +771,66 @@ static void test_parse_cmd(void **state) {
   assert_null(p);
 }
 
+/* ---- random input: never a crash, always rc + message, or a round trip -- */
+
+static void test_random_input(void **state) {
+  (void)state;
+  static const char *const pieces[] = {
+      "<",    ">",         "@",           "\"",         "\\",       "[",
+      "]",    ":",         ",",           ".",          "a",        "Z",
+      "xn--", "-",         " ",           "=",          "1",        "\t",
+      "\xff", UE_NFC,      UE_NFD,        SPAM_NFC,     "\xcc\x88", "IPv6:",
+      "::",   "192.0.2.1", "example.com", "postmaster", "SIZE=1",   "\x01"};
+  const size_t np = sizeof pieces / sizeof pieces[0];
+  uint32_t seed = 12345;
+  int ok = 0;
+  for (int iter = 0; iter < 20000; iter++) {
+    char in[256];
+    size_t n = 0;
+    seed = seed * 1103515245u + 12345u;
+    int k = 1 + (int)((seed >> 16) % 10);
+    for (int j = 0; j < k; j++) {
+      seed = seed * 1103515245u + 12345u;
+      const char *pc = pieces[(seed >> 16) % np];
+      size_t l = strlen(pc);
+      if (n + l >= sizeof in)
+        break;
+      memcpy(in + n, pc, l);
+      n += l;
+    }
+    in[n] = '\0';
+    unsigned flags = (unsigned)(iter % 32);
+    mf_addr *a = NULL;
+    const char *why = NULL;
+    int rc = mf_addr_parse_n(in, n, flags, &a, &why);
+    if (rc < 0) {
+      assert_null(a);
+      assert_non_null(why);
+      assert_true(why[0] != '\0');
+      continue;
+    }
+    ok++;
+    /* formatted back (any form) it parses again to an equal address */
+    static const unsigned fmts[] = {MF_ADDR_FMT_BRACKETS,
+                                    MF_ADDR_FMT_BRACKETS | MF_ADDR_FMT_ALABEL,
+                                    MF_ADDR_FMT_BRACKETS | MF_ADDR_FMT_ULABEL};
+    for (size_t f = 0; f < 3; f++) {
+      char *out = NULL;
+      assert_true(mf_addr_format_alloc(a, fmts[f], &out) >= 0);
+      mf_addr *b = NULL;
+      rc = mf_addr_parse(out, flags | MF_ADDR_LAX_DOTS, &b, &why);
+      if (rc)
+        print_error("'%s' -> '%s': %s\n", in, out, why);
+      assert_int_equal(rc, 0);
+      assert_true(mf_addr_equal(a, b));
+      mf_addr_free(b);
+      free(out);
+    }
+    mf_addr_free(a);
+  }
+  assert_true(ok > 50); /* the generator does reach valid addresses */
+}
+
 /* ---- threads ------------------------------------------------------------ */
 
 static const mf_addr *shared_addr;
@@ -829,6 +889,7 @@ int main(void) {
       cmocka_unit_test(test_esmtp_params),
       cmocka_unit_test(test_xtext),
       cmocka_unit_test(test_parse_cmd),
+      cmocka_unit_test(test_random_input),
       cmocka_unit_test(test_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
