@@ -361,6 +361,10 @@ static void test_null_and_postmaster(void **state) {
   a = parse_ok("<postmaster@example.com>", MF_ADDR_RCPT_TO);
   assert_string_equal(mf_addr_domain(a), "example.com");
   mf_addr_free(a);
+  assert_int_equal(mf_addr_new("postmaster", NULL, MF_ADDR_RCPT_TO, &a, NULL),
+                   0);
+  assert_string_equal(mf_addr_str(a), "postmaster");
+  mf_addr_free(a);
   a = parse_ok("<user>", MF_ADDR_ALLOW_NO_DOMAIN);
   assert_null(mf_addr_domain(a));
   mf_addr_free(a);

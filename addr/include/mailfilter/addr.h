@@ -94,7 +94,8 @@ enum {
   MF_ADDR_E_BRACKET = -6,          /* unbalanced < > or [ ] */
   MF_ADDR_E_QUOTE = -7,            /* unbalanced quote or bad \ escape */
   MF_ADDR_E_TRAILING = -8,         /* garbage after the address */
-  MF_ADDR_E_LOCAL_EMPTY = -9,      /* "@example.com", "\"\"@example.com" */
+  MF_ADDR_E_LOCAL_EMPTY = -9,      /* "@example.com", "\"\"@example.com",
+                                      "<@route:@example.com>" */
   MF_ADDR_E_LOCAL_TOO_LONG = -10,  /* local part over 64 octets */
   MF_ADDR_E_NO_DOMAIN = -11,       /* "user" where a domain is required */
   MF_ADDR_E_DOMAIN = -12,          /* domain syntax: empty label, bad char,
@@ -160,8 +161,9 @@ MF_API int mf_addr_parse_n(const char *s, size_t len, unsigned flags,
 /* Parse a whole command argument as in "MAIL FROM:<a@b> SIZE=1 BODY=8BITMIME":
  * the address (with or without brackets), then zero or more ESMTP
  * parameters separated by one or more spaces.  Give it the text after
- * "MAIL FROM:" / "RCPT TO:".  On success *addr and *params (may be empty,
- * never NULL) are new objects; on failure both are set to NULL.  Any
+ * "MAIL FROM:" / "RCPT TO:" (no space before the address: RFC 5321 has
+ * none, and this parser does not skip any).  On success *addr and *params (may
+ * be empty, never NULL) are new objects; on failure both are set to NULL.  Any
  * thread. */
 MF_API int mf_addr_parse_cmd(const char *s, unsigned flags, mf_addr **addr,
                              mf_addr_params **params, const char **why);
@@ -173,7 +175,9 @@ MF_API int mf_addr_parse_cmd(const char *s, unsigned flags, mf_addr **addr,
  * MF_ADDR_ALLOW_NO_DOMAIN), a domain in any form (kept as given), or an
  * address literal with its brackets ("[192.0.2.1]").  The result is checked
  * exactly like parsed input.  local NULL and domain NULL give the null
- * sender (whatever the flags).  Errors as mf_addr_parse().  Any thread. */
+ * sender (whatever the flags); local NULL with a domain is MF_ADDR_E_INVAL.
+ * MF_ADDR_REQUIRE_BRACKETS is ignored here.  Errors as mf_addr_parse().
+ * Any thread. */
 MF_API int mf_addr_new(const char *local, const char *domain, unsigned flags,
                        mf_addr **out, const char **why);
 
