@@ -305,62 +305,37 @@ int mf_hdr_get_addrlist(const mf_hdrs *h, size_t i, mf_hdr_addrlist **out,
 /* Formatting                                                               */
 /* ------------------------------------------------------------------------ */
 
-typedef struct strb {
-  char *p;
-  size_t len, cap;
-  int rc;
-} strb;
-
-static void sadd(strb *b, const char *s) {
-  size_t n = strlen(s);
-  if (b->rc != MF_HDR_OK)
-    return;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 128;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (p == NULL) {
-      b->rc = MF_HDR_E_NOMEM;
-      return;
-    }
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, s, n + 1);
-  b->len += n;
-}
-
-static void add_phrase(strb *b, const char *name) {
+static void add_phrase(mfh_buf *b, int *rc, const char *name) {
   char *ph = NULL;
-  int rc = mfh_encode_phrase(name, &ph);
-  if (rc != MF_HDR_OK) {
-    if (b->rc == MF_HDR_OK)
-      b->rc = rc;
+  int r = mfh_encode_phrase(name, &ph);
+  if (r != MF_HDR_OK) {
+    if (*rc == MF_HDR_OK)
+      *rc = r;
     return;
   }
-  sadd(b, ph);
+  mfh_buf_adds(b, ph);
   free(ph);
 }
 
-static void add_mailbox(strb *b, const char *name, const mf_addr *a) {
+static void add_mailbox(mfh_buf *b, int *rc, const char *name,
+                        const mf_addr *a) {
   char *spec = NULL;
   unsigned fmt =
       mf_addr_needs_smtputf8(a) ? MF_ADDR_FMT_ULABEL : MF_ADDR_FMT_ALABEL;
   if (mf_addr_domain(a) == NULL || mf_addr_is_literal(a))
     fmt = 0;
   if (mf_addr_format_alloc(a, fmt, &spec) < 0) {
-    if (b->rc == MF_HDR_OK)
-      b->rc = MF_HDR_E_ADDR;
+    if (*rc == MF_HDR_OK)
+      *rc = MF_HDR_E_ADDR;
     return;
   }
   if (name != NULL) {
-    add_phrase(b, name);
-    sadd(b, " <");
-    sadd(b, spec);
-    sadd(b, ">");
+    add_phrase(b, rc, name);
+    mfh_buf_adds(b, " <");
+    mfh_buf_adds(b, spec);
+    mfh_buf_adds(b, ">");
   } else {
-    sadd(b, spec);
+    mfh_buf_adds(b, spec);
   }
   free(spec);
 }
@@ -370,35 +345,38 @@ int mf_hdr_addrlist_format(const mf_hdr_addrlist *l, const char *name,
   if (l == NULL || name == NULL || out == NULL)
     return MF_HDR_E_INVAL;
   *out = NULL;
-  strb b = {0};
+  mfh_buf b = {0};
+  int rc = MF_HDR_OK;
   if (leadspc)
-    sadd(&b, " ");
-  sadd(&b, "");
+    mfh_buf_adds(&b, " ");
+  mfh_buf_adds(&b, "");
   for (size_t k = 0; k < l->n; k++) {
     const entry *e = &l->e[k];
     if (k > 0)
-      sadd(&b, ", ");
+      mfh_buf_adds(&b, ", ");
     if (!e->group) {
-      add_mailbox(&b, e->name, e->addr);
+      add_mailbox(&b, &rc, e->name, e->addr);
       continue;
     }
-    add_phrase(&b, e->name != NULL ? e->name : "");
-    sadd(&b, ":");
+    add_phrase(&b, &rc, e->name != NULL ? e->name : "");
+    mfh_buf_adds(&b, ":");
     for (size_t m = 0; m < e->n; m++) {
-      sadd(&b, m > 0 ? ", " : " ");
-      add_mailbox(&b, e->members[m].name, e->members[m].addr);
+      mfh_buf_adds(&b, m > 0 ? ", " : " ");
+      add_mailbox(&b, &rc, e->members[m].name, e->members[m].addr);
     }
-    sadd(&b, ";");
+    mfh_buf_adds(&b, ";");
   }
-  if (b.rc != MF_HDR_OK) {
+  if (rc == MF_HDR_OK && b.oom)
+    rc = MF_HDR_E_NOMEM;
+  if (rc != MF_HDR_OK) {
     free(b.p);
-    return b.rc;
+    return rc;
   }
   /* Fold; the leading space (if any) is part of the first line. */
   char *folded = NULL;
   size_t flen = 0;
   size_t skip = leadspc ? 1 : 0;
-  int rc = mfh_fold(b.p + skip, strlen(name) + 2, &folded, &flen);
+  rc = mfh_fold(b.p + skip, strlen(name) + 2, &folded, &flen);
   if (rc == MF_HDR_OK && skip) {
     char *p = malloc(flen + 2);
     if (p == NULL) {

@@ -127,13 +127,7 @@ int mf_hdr_decode(const char *raw, size_t len, char **out) {
 /* A tiny growable string                                                   */
 /* ------------------------------------------------------------------------ */
 
-typedef struct sbuf {
-  char *p;
-  size_t len, cap;
-  bool oom;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n) {
+void mfh_buf_add(mfh_buf *b, const char *s, size_t n) {
   if (b->oom)
     return;
   if (b->len + n + 1 > b->cap) {
@@ -153,15 +147,20 @@ static void sb_add(sbuf *b, const char *s, size_t n) {
   b->p[b->len] = '\0';
 }
 
-static void sb_addc(sbuf *b, char c) {
-  sb_add(b, &c, 1);
+void mfh_buf_adds(mfh_buf *b, const char *s) {
+  mfh_buf_add(b, s, strlen(s));
 }
 
-static int sb_finish(sbuf *b, char **out, size_t *outlen) {
+static void sb_addc(mfh_buf *b, char c) {
+  mfh_buf_add(b, &c, 1);
+}
+
+int mfh_buf_finish(mfh_buf *b, char **out, size_t *outlen) {
   if (!b->oom && b->p == NULL)
-    sb_add(b, "", 0);
+    mfh_buf_add(b, "", 0);
   if (b->oom) {
     free(b->p);
+    b->p = NULL;
     return MF_HDR_E_NOMEM;
   }
   *out = b->p;
@@ -170,21 +169,29 @@ static int sb_finish(sbuf *b, char **out, size_t *outlen) {
   return MF_HDR_OK;
 }
 
+/* Next whitespace run + word of s[0..n) from *i: the run is s[*ws..*w), the
+ * word s[*w..*i) (empty at the end). */
+static void next_word(const char *s, size_t n, size_t *i, size_t *ws,
+                      size_t *w) {
+  *ws = *i;
+  while (*i < n && is_wsp(s[*i]))
+    (*i)++;
+  *w = *i;
+  while (*i < n && !is_wsp(s[*i]))
+    (*i)++;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Folding                                                                  */
 /* ------------------------------------------------------------------------ */
 
 int mfh_fold(const char *s, size_t col, char **out, size_t *outlen) {
-  sbuf b = {0};
+  mfh_buf b = {0};
   size_t i = 0, n = strlen(s);
   bool line_has_text = false; /* never fold before the first word */
   while (i < n) {
-    size_t ws = i;
-    while (i < n && is_wsp(s[i]))
-      i++;
-    size_t w = i;
-    while (i < n && !is_wsp(s[i]))
-      i++;
+    size_t ws, w;
+    next_word(s, n, &i, &ws, &w);
     size_t wslen = w - ws, wlen = i - w;
     /* Break before a whitespace run when the word would overflow, never
      * before trailing whitespace (a line of only WSP is not allowed). */
@@ -193,12 +200,12 @@ int mfh_fold(const char *s, size_t col, char **out, size_t *outlen) {
       sb_addc(&b, '\n');
       col = 0;
     }
-    sb_add(&b, s + ws, wslen + wlen);
+    mfh_buf_add(&b, s + ws, wslen + wlen);
     col += wslen + wlen;
     if (wlen > 0)
       line_has_text = true;
   }
-  return sb_finish(&b, out, outlen);
+  return mfh_buf_finish(&b, out, outlen);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -278,7 +285,7 @@ static size_t chunk_end(const char *t, size_t i, size_t n, bool q, size_t max) {
 
 /* Encode text[0..n) (valid UTF-8) as encoded words separated by SP.  The
  * first word is at most `first_max` characters, the others EW_MAX. */
-static void encode_run(sbuf *b, const char *t, size_t n, size_t first_max) {
+static void encode_run(mfh_buf *b, const char *t, size_t n, size_t first_max) {
   static const char hex[] = "0123456789ABCDEF";
   size_t qlen = 0;
   for (size_t i = 0; i < n; i++)
@@ -298,7 +305,7 @@ static void encode_run(sbuf *b, const char *t, size_t n, size_t first_max) {
     if (!first)
       sb_addc(b, ' ');
     if (q) {
-      sb_add(b, "=?UTF-8?Q?", 10);
+      mfh_buf_add(b, "=?UTF-8?Q?", 10);
       for (size_t k = i; k < j; k++) {
         unsigned char c = (unsigned char)t[k];
         if (c == ' ') {
@@ -307,19 +314,19 @@ static void encode_run(sbuf *b, const char *t, size_t n, size_t first_max) {
           sb_addc(b, (char)c);
         } else {
           char e[3] = {'=', hex[c >> 4], hex[c & 15]};
-          sb_add(b, e, 3);
+          mfh_buf_add(b, e, 3);
         }
       }
     } else {
       gchar *b64 = g_base64_encode((const guchar *)t + i, j - i);
-      sb_add(b, "=?UTF-8?B?", 10);
+      mfh_buf_add(b, "=?UTF-8?B?", 10);
       if (b64 == NULL)
         b->oom = true;
       else
-        sb_add(b, b64, strlen(b64));
+        mfh_buf_add(b, b64, strlen(b64));
       g_free(b64);
     }
-    sb_add(b, "?=", 2);
+    mfh_buf_add(b, "?=", 2);
     i = j;
     first = false;
     max = EW_MAX;
@@ -341,22 +348,18 @@ static bool word_needs_encoding(const char *w, size_t n) {
  * col.  Plain words stay; runs of words needing encoding (with the
  * whitespace between them) become encoded words. */
 static int encode_words(const char *s, size_t col, char **out) {
-  sbuf b = {0};
+  mfh_buf b = {0};
   size_t n = strlen(s), i = 0;
   bool at_start = true;
   while (i < n) {
-    size_t ws = i;
-    while (i < n && is_wsp(s[i]))
-      i++;
-    size_t w = i;
-    while (i < n && !is_wsp(s[i]))
-      i++;
+    size_t ws, w;
+    next_word(s, n, &i, &ws, &w);
     if (w == i) { /* trailing whitespace */
-      sb_add(&b, s + ws, i - ws);
+      mfh_buf_add(&b, s + ws, i - ws);
       break;
     }
     if (!word_needs_encoding(s + w, i - w)) {
-      sb_add(&b, s + ws, i - ws);
+      mfh_buf_add(&b, s + ws, i - ws);
       at_start = false;
       continue;
     }
@@ -373,7 +376,7 @@ static int encode_words(const char *s, size_t col, char **out) {
         break;
       end = e;
     }
-    sb_add(&b, s + ws, w - ws);
+    mfh_buf_add(&b, s + ws, w - ws);
     size_t first_max = EW_MAX;
     if (at_start && w == ws) {
       size_t room = col + 1 < FOLD_WIDTH ? FOLD_WIDTH - col - 1 : 0;
@@ -383,7 +386,7 @@ static int encode_words(const char *s, size_t col, char **out) {
     i = end;
     at_start = false;
   }
-  return sb_finish(&b, out, NULL);
+  return mfh_buf_finish(&b, out, NULL);
 }
 
 int mf_hdr_encode(const char *name, const char *text, int leadspc, char **out,
@@ -437,14 +440,14 @@ static bool is_atext_phrase(const char *s) {
 }
 
 int mfh_encode_phrase(const char *text, char **out) {
-  sbuf b = {0};
+  mfh_buf b = {0};
   size_t n = strlen(text);
   if (!mfh_utf8_valid(text, n))
     return MF_HDR_E_UTF8;
   if (word_needs_encoding(text, n) || memchr(text, '\t', n) != NULL) {
     encode_run(&b, text, n, EW_MAX);
   } else if (is_atext_phrase(text)) {
-    sb_add(&b, text, n);
+    mfh_buf_add(&b, text, n);
   } else {
     sb_addc(&b, '"');
     for (size_t i = 0; i < n; i++) {
@@ -454,7 +457,7 @@ int mfh_encode_phrase(const char *text, char **out) {
     }
     sb_addc(&b, '"');
   }
-  return sb_finish(&b, out, NULL);
+  return mfh_buf_finish(&b, out, NULL);
 }
 
 const char *mf_hdr_strerror(int err) {

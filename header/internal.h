@@ -37,6 +37,19 @@ struct mf_hdrs {
   char errmsg[160];
 };
 
+/* A growable string; on allocation failure it sets oom and ignores further
+ * additions (checked once at the end by mfh_buf_finish). */
+typedef struct mfh_buf {
+  char *p;
+  size_t len, cap;
+  bool oom;
+} mfh_buf;
+
+void mfh_buf_add(mfh_buf *b, const char *s, size_t n);
+void mfh_buf_adds(mfh_buf *b, const char *s);
+/* Hand the string over (*out malloc'd, "" if empty) or MF_HDR_E_NOMEM. */
+int mfh_buf_finish(mfh_buf *b, char **out, size_t *outlen);
+
 /* codec.c */
 void mfh_gmime_init(void);
 void *mfh_parser_options(void); /* GMimeParserOptions*, read-only */

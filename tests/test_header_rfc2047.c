@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 
 #include <mailfilter/header.h>
 
@@ -219,8 +220,44 @@ static void test_set_roundtrip(void **state) {
   mf_hdr_free(h);
 }
 
+/* First use of GMime from several threads at once (pthread_once), then
+ * concurrent decoding on separate collections. */
+static void *thread_main(void *arg) {
+  (void)arg;
+  for (int k = 0; k < 200; k++) {
+    mf_hdrs *h;
+    if (mf_hdr_new(&h, MF_HDR_LEADSPC) != MF_HDR_OK)
+      return (void *)1;
+    for (size_t i = 0; i < sizeof samples / sizeof *samples; i++)
+      mf_hdr_append_raw(h, "Subject", samples[i].enc, strlen(samples[i].enc),
+                        1);
+    for (size_t i = 0; i < sizeof samples / sizeof *samples; i++) {
+      const char *v = mf_hdr_value(h, i);
+      if (v == NULL || strcmp(v, samples[i].text) != 0) {
+        mf_hdr_free(h);
+        return (void *)1;
+      }
+    }
+    mf_hdr_free(h);
+  }
+  return NULL;
+}
+
+static void test_threads(void **state) {
+  (void)state;
+  pthread_t t[4];
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(pthread_create(&t[i], NULL, thread_main, NULL), 0);
+  for (int i = 0; i < 4; i++) {
+    void *rv;
+    assert_int_equal(pthread_join(t[i], &rv), 0);
+    assert_null(rv);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_threads), /* first: races GMime's init */
       cmocka_unit_test(test_charsets),  cmocka_unit_test(test_mixed_and_folded),
       cmocka_unit_test(test_malformed), cmocka_unit_test(test_8bit),
       cmocka_unit_test(test_encode),    cmocka_unit_test(test_set_roundtrip),
