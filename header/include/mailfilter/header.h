@@ -176,12 +176,16 @@ MF_API int mf_hdr_write(const mf_hdrs *h, const char *eol, char **out,
 /* ======================================================================== */
 
 /* Set the value of field i from UTF-8 text.  CR/LF in text are unfolded
- * away (a line break not followed by SP/HTAB is MF_HDR_E_VALUE).  ASCII text
- * is kept as is (unless it contains "=?", which could be taken for an
- * encoded word); other text is RFC 2047 encoded (UTF-8).  The value is then
- * folded at whitespace so lines stay within 78 columns (counting "Name: "
- * on the first line), with "\n" line breaks, and stored in the collection's
- * leading-space convention.  The field's leadspc becomes the collection's.
+ * away (a line break not followed by SP/HTAB is MF_HDR_E_VALUE).  Words
+ * (runs between SP/HTAB) that are plain printable ASCII stay as they are;
+ * runs of words with non-ASCII bytes, control characters or "=?" (which a
+ * reader would take for an encoded word) become RFC 2047 encoded words in
+ * UTF-8 (Q or B, whichever is shorter-ish, each at most 75 characters).
+ * The value is then folded at existing whitespace so that lines stay
+ * within 78 columns (counting "Name: " on the first line; a single word
+ * longer than that is not cut), with "\n" line breaks, and stored in the
+ * collection's leading-space convention; the field's leadspc becomes the
+ * collection's.  mf_hdr_value() gives the text back (trimmed).
  * Errors: MF_HDR_E_INVAL, MF_HDR_E_UTF8, MF_HDR_E_VALUE, MF_HDR_E_NOMEM. */
 MF_API int mf_hdr_set(mf_hdrs *h, size_t i, const char *text);
 
@@ -258,7 +262,11 @@ typedef enum mf_hdr_change_kind {
  *           applied yet; 0 for INSERT.
  *   leadspc: the field's leading-space flag (value's convention).
  * The list is sorted by index; for one index the INSERTs come first (in
- * their final order), then the CHANGE or DELETE of that index.  Indexes
+ * their final order), then the CHANGE or DELETE of that index.
+ * A CHANGE or INSERT value can be empty ("" in a non-LEADSPC collection
+ * after mf_hdr_set(h, i, "")): the milter protocol reads an empty
+ * change-header value as "delete", so the caller must map it (e.g. send
+ * " " or recreate the field).  Indexes
  * never account for earlier changes in the list: applying the changes from
  * the LAST to the FIRST keeps every index valid whatever the MTA does with
  * deleted slots.  How these map to an MTA's own index rules (hidden
