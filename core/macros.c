@@ -1,0 +1,70 @@
+/* macros.c -- macros received from the MTA, kept per stage.
+ *
+ * Each stage keeps one copy of its SMFIC_MACRO payload (name\0value\0...).
+ * Lifetimes follow the protocol: CONNECT/HELO macros last until QUIT or
+ * QUIT_NC, the message's until ABORT or the end of the message. */
+#include "session.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void milter_macros_store(milter_ctx *ctx, int stage, const char *p,
+                         size_t len) {
+  char *copy = NULL;
+  if (len > 0) {
+    copy = malloc(len);
+    if (copy == NULL) {
+      milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for macros");
+      return;
+    }
+    memcpy(copy, p, len);
+  }
+  free(ctx->macros[stage]);
+  ctx->macros[stage] = copy;
+  ctx->macro_len[stage] = (uint32_t)len;
+}
+
+void milter_macros_clear(milter_ctx *ctx, int from_stage) {
+  for (int i = from_stage; i < MAC_COUNT; i++) {
+    free(ctx->macros[i]);
+    ctx->macros[i] = NULL;
+    ctx->macro_len[i] = 0;
+  }
+}
+
+/* name without braces: "{i}" -> "i" (len 1). */
+static const char *bare(const char *s, size_t *len) {
+  size_t n = strlen(s);
+  if (n >= 2 && s[0] == '{' && s[n - 1] == '}') {
+    *len = n - 2;
+    return s + 1;
+  }
+  *len = n;
+  return s;
+}
+
+const char *milter_ctx_macro(const milter_ctx *ctx, const char *name) {
+  if (ctx == NULL || name == NULL || name[0] == '\0')
+    return NULL;
+  size_t qlen;
+  const char *q = bare(name, &qlen);
+  for (int st = MAC_COUNT - 1; st >= 0; st--) {
+    const char *p = ctx->macros[st];
+    const char *end = p + ctx->macro_len[st];
+    while (p != NULL && p < end) {
+      const char *nend = memchr(p, '\0', (size_t)(end - p));
+      if (nend == NULL || nend + 1 >= end)
+        break; /* a name without value */
+      const char *val = nend + 1;
+      const char *vend = memchr(val, '\0', (size_t)(end - val));
+      if (vend == NULL)
+        break;
+      size_t nlen;
+      const char *n = bare(p, &nlen);
+      if (nlen == qlen && memcmp(n, q, qlen) == 0)
+        return val;
+      p = vend + 1;
+    }
+  }
+  return NULL;
+}

@@ -1,0 +1,32 @@
+/* post.h -- thread-safe hand-off of work to the loop thread (internal).
+ *
+ * One poster per server: a mutex-protected FIFO and one uv_async_t.  Any
+ * thread may push; the loop thread runs the queued functions in push order
+ * from the async callback (libuv coalesces wake-ups: one per batch). */
+#ifndef MF_CORE_POST_H
+#define MF_CORE_POST_H
+
+#include <uv.h>
+
+#include <mailfilter/milter.h>
+
+struct milter_post_item;
+
+typedef struct milter_poster {
+  uv_async_t async;
+  uv_mutex_t mu;
+  struct milter_post_item *head, *tail;
+} milter_poster;
+
+/* Loop thread.  Returns 0 or MILTER_E_NOMEM / MILTER_E_IO. */
+int milter_poster_init(milter_poster *p, uv_loop_t *loop);
+/* Any thread.  Returns 0 or MILTER_E_NOMEM. */
+int milter_poster_push(milter_poster *p, milter_ctx *ctx, milter_post_fn fn,
+                       void *arg);
+/* Loop thread: run what is queued (also done by the async callback). */
+void milter_poster_run(milter_poster *p);
+/* Loop thread: close the async handle; queued items run first.  cb gets
+ * the async handle; free p after it (or after uv_run when cb is NULL). */
+void milter_poster_close(milter_poster *p, uv_close_cb cb);
+
+#endif

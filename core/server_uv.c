@@ -1,0 +1,706 @@
+/* server_uv.c -- the libuv glue around the sans-I/O session.
+ *
+ * One loop thread serves every connection.  Reads go into one read buffer
+ * per server (alloc_cb); the decoder copies only a partial packet into the
+ * connection, so an idle connection holds no buffer.  Replies produced by
+ * one read are written with one write.  A reply left PENDING stops reading
+ * until milter_ctx_reply(); its wake-up is deferred to an idle handle so
+ * that user code is never re-entered. */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "post.h"
+#include "session.h"
+
+typedef union stream_u {
+  uv_tcp_t tcp;
+  uv_pipe_t pipe;
+  uv_stream_t stream;
+  uv_handle_t handle;
+} stream_u;
+
+typedef struct listener {
+  stream_u h;
+  milter_server *srv;
+  struct listener *next;
+  int is_unix;
+  char path[108];
+} listener;
+
+enum { TM_OFF, TM_IDLE, TM_PACKET };
+
+typedef struct conn {
+  stream_u h;
+  uv_timer_t timer;
+  milter_server *srv;
+  struct conn *prev, *next; /* every live conn */
+  struct conn *wnext;       /* wake list */
+  uint8_t handles;          /* open libuv handles */
+  uint8_t tmode;
+  unsigned sock_open : 1;
+  unsigned reading : 1;
+  unsigned on_wake : 1;
+  unsigned kept : 1; /* socket gone, reply still pending */
+  unsigned writes : 12;
+  milter_ctx ctx;
+} conn;
+
+struct milter_server {
+  uv_loop_t *loop;
+  uv_loop_t own_loop;
+  int own;
+  milter_filter_desc desc;
+  milter_server_opts opts;
+  milter_session_env env;
+  listener *listeners;
+  int port;
+  conn *conns;
+  unsigned nconns; /* open sockets */
+  unsigned nctx;   /* conn structs alive */
+  conn *wake_head;
+  milter_poster poster;
+  uv_async_t stop_async;
+  uv_idle_t idle;
+  uv_timer_t drain;
+  uv_signal_t sigs[2];
+  int nsigs;
+  int stopping;
+  int handles_open;
+  atomic_int closed; /* server handles closing: stop() is a no-op */
+  char rbuf[65536];
+};
+
+#define SLOG(srv, lvl, ...) milter_logf(&(srv)->env, lvl, __VA_ARGS__)
+
+void milter_server_opts_init(milter_server_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->max_connections = 10000;
+  o->packet_timeout_ms = 30000;
+  o->idle_timeout_ms = 1800000;
+  o->hard_cap = MILTER_DEFAULT_HARD_CAP;
+  o->backlog = 511;
+  o->unix_mode = 0660;
+  o->drain_timeout_ms = 30000;
+  o->handle_signals = 1;
+  o->log = milter_log_stderr;
+  o->log_level = MILTER_LOG_INFO;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connections                                                              */
+/* ------------------------------------------------------------------------ */
+
+static void server_check_done(milter_server *srv);
+static void conn_close(conn *c);
+
+static void conn_maybe_free(conn *c) {
+  if (c->handles != 0 || c->kept || c->on_wake)
+    return;
+  milter_server *srv = c->srv;
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    srv->conns = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
+  milter_session_free(&c->ctx);
+  free(c);
+  srv->nctx--;
+  server_check_done(srv);
+}
+
+static void on_conn_handle_closed(uv_handle_t *h) {
+  conn *c = h->data;
+  c->handles--;
+  conn_maybe_free(c);
+}
+
+typedef struct wreq {
+  uv_write_t req;
+  milter_buf buf;
+} wreq;
+
+static void on_written(uv_write_t *req, int status) {
+  wreq *w = (wreq *)req;
+  conn *c = req->data;
+  c->writes--;
+  milter_buf_free(&w->buf);
+  free(w);
+  if (status < 0 && status != UV_ECANCELED && c->sock_open) {
+    milter_ctx_log(&c->ctx, MILTER_LOG_WARNING, "closing: write error: %s",
+                   uv_strerror(status));
+    conn_close(c);
+  }
+}
+
+/* Write ctx->out: try at once, queue the rest.  Returns 0 or an error. */
+static int conn_flush(conn *c) {
+  milter_buf *out = &c->ctx.out;
+  if (out->len == 0)
+    return 0;
+  if (!c->sock_open) {
+    milter_buf_free(out);
+    return 0;
+  }
+  uv_buf_t b = uv_buf_init((char *)out->data, (unsigned)out->len);
+  int n = c->writes ? UV_EAGAIN : uv_try_write(&c->h.stream, &b, 1);
+  if (n == (int)out->len) {
+    out->len = 0;
+    if (out->cap > 4096)
+      milter_buf_free(out);
+    return 0;
+  }
+  if (n < 0 && n != UV_EAGAIN) {
+    milter_ctx_log(&c->ctx, MILTER_LOG_WARNING, "closing: write error: %s",
+                   uv_strerror(n));
+    return MILTER_E_IO;
+  }
+  if (n > 0)
+    milter_buf_consume(out, (size_t)n);
+  wreq *w = malloc(sizeof *w);
+  if (w == NULL)
+    return MILTER_E_NOMEM;
+  w->buf = *out;
+  milter_buf_init(out);
+  w->req.data = c;
+  b = uv_buf_init((char *)w->buf.data, (unsigned)w->buf.len);
+  int rc = uv_write(&w->req, &c->h.stream, &b, 1, on_written);
+  if (rc < 0) {
+    milter_buf_free(&w->buf);
+    free(w);
+    return MILTER_E_IO;
+  }
+  c->writes++;
+  return 0;
+}
+
+static void on_timer(uv_timer_t *t) {
+  conn *c = t->data;
+  milter_ctx_log(&c->ctx, MILTER_LOG_WARNING,
+                 c->tmode == TM_PACKET
+                     ? "closing: packet not complete after %llu ms"
+                     : "closing: idle for %llu ms",
+                 (unsigned long long)(c->tmode == TM_PACKET
+                                          ? c->srv->opts.packet_timeout_ms
+                                          : c->srv->opts.idle_timeout_ms));
+  conn_close(c);
+}
+
+static void arm_timer(conn *c) {
+  const milter_server_opts *o = &c->srv->opts;
+  if (milter_session_paused(&c->ctx)) {
+    uv_timer_stop(&c->timer);
+    c->tmode = TM_OFF;
+  } else if (milter_decoder_busy(&c->ctx.dec)) {
+    /* The packet clock runs from the packet's first byte (slowloris). */
+    if (c->tmode != TM_PACKET) {
+      c->tmode = TM_PACKET;
+      if (o->packet_timeout_ms)
+        uv_timer_start(&c->timer, on_timer, o->packet_timeout_ms, 0);
+      else
+        uv_timer_stop(&c->timer);
+    }
+  } else {
+    c->tmode = TM_IDLE;
+    if (o->idle_timeout_ms)
+      uv_timer_start(&c->timer, on_timer, o->idle_timeout_ms, 0);
+    else
+      uv_timer_stop(&c->timer);
+  }
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  conn *c = h->data;
+  (void)hint;
+  *buf = uv_buf_init(c->srv->rbuf, sizeof c->srv->rbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+/* After the session consumed input (r from feed/resume). */
+static void conn_after(conn *c, int r) {
+  if (!c->sock_open)
+    return;
+  if (conn_flush(c) < 0 && r >= 0)
+    r = MILTER_E_IO;
+  if (r < 0) {
+    conn_close(c);
+    return;
+  }
+  if (r == MILTER_SESSION_PAUSED) {
+    if (c->reading)
+      uv_read_stop(&c->h.stream);
+    c->reading = 0;
+  } else if (!c->reading) {
+    if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
+      c->reading = 1;
+  }
+  if (c->srv->stopping && !milter_session_busy(&c->ctx)) {
+    milter_ctx_log(&c->ctx, MILTER_LOG_INFO,
+                   "closing: server stopping, no message in progress");
+    conn_close(c);
+    return;
+  }
+  arm_timer(c);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  conn *c = s->data;
+  if (n > 0) {
+    conn_after(
+        c, milter_session_feed(&c->ctx, (const uint8_t *)buf->base, (size_t)n));
+  } else if (n < 0) {
+    if (n != UV_EOF)
+      milter_ctx_log(&c->ctx, MILTER_LOG_WARNING, "closing: read error: %s",
+                     uv_strerror((int)n));
+    else if (milter_decoder_busy(&c->ctx.dec))
+      milter_ctx_log(&c->ctx, MILTER_LOG_WARNING,
+                     "closing: MTA closed the connection mid-packet");
+    else if (c->ctx.in_msg)
+      milter_ctx_log(&c->ctx, MILTER_LOG_INFO,
+                     "MTA closed the connection mid-message");
+    else
+      milter_ctx_log(&c->ctx, MILTER_LOG_DEBUG, "MTA closed the connection");
+    conn_close(c);
+  }
+}
+
+static void conn_close(conn *c) {
+  if (!c->sock_open)
+    return;
+  milter_server *srv = c->srv;
+  c->sock_open = 0;
+  c->reading = 0;
+  srv->nconns--;
+  uv_close(&c->h.handle, on_conn_handle_closed);
+  uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+  milter_buf_free(&c->ctx.out);
+  c->kept = milter_session_gone(&c->ctx) == 1;
+  milter_buf_free(&c->ctx.out);
+}
+
+/* Deferred service of a woken conn (reply given, progress queued). */
+static void conn_service(conn *c) {
+  if (!c->sock_open) {
+    if (c->kept && !milter_session_paused(&c->ctx))
+      c->kept = milter_session_gone(&c->ctx) == 1;
+    milter_buf_free(&c->ctx.out);
+    return;
+  }
+  conn_after(c, milter_session_resume(&c->ctx));
+}
+
+static void on_idle(uv_idle_t *h) {
+  milter_server *srv = h->data;
+  conn *list = srv->wake_head;
+  srv->wake_head = NULL;
+  uv_idle_stop(h);
+  while (list != NULL) {
+    conn *c = list;
+    list = c->wnext;
+    c->on_wake = 0;
+    conn_service(c);
+    conn_maybe_free(c);
+  }
+}
+
+static void on_wake(milter_ctx *ctx) {
+  conn *c = ctx->glue;
+  milter_server *srv = c->srv;
+  if (c->on_wake)
+    return;
+  c->on_wake = 1;
+  c->wnext = srv->wake_head;
+  srv->wake_head = c;
+  uv_idle_start(&srv->idle, on_idle);
+}
+
+static void format_peer(conn *c, const listener *l, char *out, size_t n) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (l->is_unix) {
+    snprintf(out, n, "unix:%s", l->path);
+    return;
+  }
+  if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) != 0) {
+    snprintf(out, n, "?");
+    return;
+  }
+  char ip[64];
+  if (ss.ss_family == AF_INET6) {
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
+    uv_ip6_name(s6, ip, sizeof ip);
+    snprintf(out, n, "[%s]:%u", ip, ntohs(s6->sin6_port));
+  } else {
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
+    uv_ip4_name(s4, ip, sizeof ip);
+    snprintf(out, n, "%s:%u", ip, ntohs(s4->sin_port));
+  }
+}
+
+static void free_data_cb(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void on_connection(uv_stream_t *ls, int status) {
+  listener *l = ls->data;
+  milter_server *srv = l->srv;
+  if (status < 0) {
+    SLOG(srv, MILTER_LOG_ERROR, "accept: %s", uv_strerror(status));
+    return;
+  }
+  conn *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    SLOG(srv, MILTER_LOG_ERROR, "accept: out of memory");
+    return;
+  }
+  c->srv = srv;
+  if (l->is_unix)
+    uv_pipe_init(srv->loop, &c->h.pipe, 0);
+  else
+    uv_tcp_init(srv->loop, &c->h.tcp);
+  c->h.handle.data = c;
+  if (uv_accept(ls, &c->h.stream) != 0) {
+    uv_close(&c->h.handle, free_data_cb);
+    return;
+  }
+  char peer[sizeof c->ctx.peer];
+  format_peer(c, l, peer, sizeof peer);
+  if (srv->stopping || srv->nconns >= srv->opts.max_connections) {
+    SLOG(srv, MILTER_LOG_WARNING, "%s: closing: max_connections (%u) reached%s",
+         peer, srv->opts.max_connections, srv->stopping ? " or stopping" : "");
+    uv_close(&c->h.handle, free_data_cb);
+    return;
+  }
+  if (!l->is_unix)
+    uv_tcp_nodelay(&c->h.tcp, 1);
+  uv_timer_init(srv->loop, &c->timer);
+  c->timer.data = c;
+  c->handles = 2;
+  milter_session_init(&c->ctx, &srv->desc, &srv->env, c, peer);
+  c->next = srv->conns;
+  if (srv->conns != NULL)
+    srv->conns->prev = c;
+  srv->conns = c;
+  srv->nconns++;
+  srv->nctx++;
+  c->sock_open = 1;
+  if (uv_read_start(&c->h.stream, on_alloc, on_read) != 0) {
+    conn_close(c);
+    return;
+  }
+  c->reading = 1;
+  arm_timer(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Listening                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* A unix socket path in the way: remove it only if nobody accepts on it. */
+static int remove_stale(milter_server *srv, const char *path) {
+  struct stat st;
+  if (lstat(path, &st) != 0) {
+    if (errno == ENOENT)
+      return 0;
+    SLOG(srv, MILTER_LOG_ERROR, "%s: %s", path, strerror(errno));
+    return MILTER_E_IO;
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    SLOG(srv, MILTER_LOG_ERROR, "%s: exists and is not a socket", path);
+    return MILTER_E_ADDR;
+  }
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return MILTER_E_IO;
+  struct sockaddr_un su;
+  memset(&su, 0, sizeof su);
+  su.sun_family = AF_UNIX;
+  snprintf(su.sun_path, sizeof su.sun_path, "%s", path);
+  int r = connect(fd, (struct sockaddr *)&su, sizeof su);
+  int e = errno;
+  close(fd);
+  if (r == 0) {
+    SLOG(srv, MILTER_LOG_ERROR, "%s: in use (a process accepts on it)", path);
+    return MILTER_E_ADDR;
+  }
+  if (e != ECONNREFUSED) {
+    SLOG(srv, MILTER_LOG_ERROR, "%s: cannot probe: %s", path, strerror(e));
+    return MILTER_E_IO;
+  }
+  if (unlink(path) != 0) {
+    SLOG(srv, MILTER_LOG_ERROR, "%s: cannot remove stale socket: %s", path,
+         strerror(errno));
+    return MILTER_E_IO;
+  }
+  SLOG(srv, MILTER_LOG_INFO, "%s: removed stale socket", path);
+  return 0;
+}
+
+static void listener_closed(uv_handle_t *h) {
+  listener *l = h->data;
+  milter_server *srv = l->srv;
+  srv->handles_open--;
+  free(l);
+  server_check_done(srv);
+}
+
+static int listen_fail(milter_server *srv, listener *l, const char *spec,
+                       const char *what, int uverr) {
+  SLOG(srv, MILTER_LOG_ERROR, "listen %s: %s: %s", spec, what,
+       uv_strerror(uverr));
+  srv->handles_open++;
+  uv_close(&l->h.handle, listener_closed);
+  return MILTER_E_IO;
+}
+
+int milter_server_listen(milter_server *srv, const char *spec) {
+  struct sockaddr_storage sa;
+  int is_unix = 0;
+  if (srv == NULL || spec == NULL)
+    return MILTER_E_INVAL;
+  listener *l = calloc(1, sizeof *l);
+  if (l == NULL)
+    return MILTER_E_NOMEM;
+  if (milter_parse_spec(spec, &sa, &is_unix, l->path, sizeof l->path) < 0) {
+    SLOG(srv, MILTER_LOG_ERROR, "bad socket spec '%s'", spec);
+    free(l);
+    return MILTER_E_ADDR;
+  }
+  l->srv = srv;
+  l->is_unix = is_unix;
+  int rc;
+  if (is_unix) {
+    if ((rc = remove_stale(srv, l->path)) < 0) {
+      free(l);
+      return rc;
+    }
+    uv_pipe_init(srv->loop, &l->h.pipe, 0);
+    l->h.handle.data = l;
+    if ((rc = uv_pipe_bind(&l->h.pipe, l->path)) < 0)
+      return listen_fail(srv, l, spec, "bind", rc);
+    if (chmod(l->path, (mode_t)srv->opts.unix_mode) != 0) {
+      rc = uv_translate_sys_error(errno);
+      unlink(l->path);
+      return listen_fail(srv, l, spec, "chmod", rc);
+    }
+  } else {
+    uv_tcp_init_ex(srv->loop, &l->h.tcp, sa.ss_family);
+    l->h.handle.data = l;
+    if ((rc = uv_tcp_bind(&l->h.tcp, (struct sockaddr *)&sa, 0)) < 0)
+      return listen_fail(srv, l, spec, "bind", rc);
+  }
+  if ((rc = uv_listen(&l->h.stream, srv->opts.backlog, on_connection)) < 0) {
+    if (is_unix)
+      unlink(l->path);
+    return listen_fail(srv, l, spec, "listen", rc);
+  }
+  if (!is_unix) {
+    struct sockaddr_storage bound;
+    int blen = sizeof bound;
+    if (uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&bound, &blen) == 0)
+      srv->port = ntohs(bound.ss_family == AF_INET6
+                            ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                            : ((struct sockaddr_in *)&bound)->sin_port);
+  }
+  srv->handles_open++;
+  l->next = srv->listeners;
+  srv->listeners = l;
+  SLOG(srv, MILTER_LOG_INFO, "listening on %s", spec);
+  return 0;
+}
+
+int milter_server_port(const milter_server *srv) {
+  return srv->port;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle                                                               */
+/* ------------------------------------------------------------------------ */
+
+static void server_handle_closed(uv_handle_t *h) {
+  milter_server *srv = h->data;
+  srv->handles_open--;
+}
+
+static void server_check_done(milter_server *srv) {
+  if (!srv->stopping || srv->nctx != 0 || srv->listeners != NULL ||
+      atomic_load(&srv->closed))
+    return;
+  atomic_store(&srv->closed, 1);
+  uv_close((uv_handle_t *)&srv->stop_async, server_handle_closed);
+  uv_close((uv_handle_t *)&srv->idle, server_handle_closed);
+  uv_close((uv_handle_t *)&srv->drain, server_handle_closed);
+  milter_poster_close(&srv->poster, server_handle_closed);
+  for (int i = 0; i < srv->nsigs; i++)
+    if (!uv_is_closing((uv_handle_t *)&srv->sigs[i]))
+      uv_close((uv_handle_t *)&srv->sigs[i], server_handle_closed);
+}
+
+static void on_drain_timeout(uv_timer_t *t) {
+  milter_server *srv = t->data;
+  for (conn *c = srv->conns, *next; c != NULL; c = next) {
+    next = c->next;
+    if (c->sock_open) {
+      milter_ctx_log(&c->ctx, MILTER_LOG_WARNING,
+                     "closing: drain timeout with a message in progress");
+      conn_close(c);
+    }
+  }
+}
+
+static void do_stop(milter_server *srv, int now) {
+  if (!srv->stopping) {
+    srv->stopping = 1;
+    SLOG(srv, MILTER_LOG_INFO, "stopping (%u connections)", srv->nconns);
+    while (srv->listeners != NULL) {
+      listener *l = srv->listeners;
+      srv->listeners = l->next;
+      if (l->is_unix)
+        unlink(l->path);
+      uv_close(&l->h.handle, listener_closed);
+    }
+    for (int i = 0; i < srv->nsigs; i++)
+      uv_close((uv_handle_t *)&srv->sigs[i], server_handle_closed);
+    for (conn *c = srv->conns, *next; c != NULL; c = next) {
+      next = c->next;
+      if (c->sock_open && !milter_session_busy(&c->ctx)) {
+        milter_ctx_log(&c->ctx, MILTER_LOG_INFO,
+                       "closing: server stopping, no message in progress");
+        conn_close(c);
+      }
+    }
+    if (srv->opts.drain_timeout_ms && !now)
+      uv_timer_start(&srv->drain, on_drain_timeout, srv->opts.drain_timeout_ms,
+                     0);
+    else
+      now = 1;
+  }
+  if (now)
+    on_drain_timeout(&srv->drain);
+  server_check_done(srv);
+}
+
+static void on_stop_async(uv_async_t *a) {
+  do_stop(a->data, 0);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  milter_server *srv = s->data;
+  SLOG(srv, MILTER_LOG_INFO, "signal %d: stopping", signum);
+  do_stop(srv, 0);
+}
+
+int milter_server_new(milter_server **out, uv_loop_t *loop,
+                      const milter_filter_desc *desc,
+                      const milter_server_opts *opts) {
+  if (out == NULL || desc == NULL)
+    return MILTER_E_INVAL;
+  *out = NULL;
+  milter_server *srv = calloc(1, sizeof *srv);
+  if (srv == NULL)
+    return MILTER_E_NOMEM;
+  if (loop == NULL) {
+    if (uv_loop_init(&srv->own_loop) != 0) {
+      free(srv);
+      return MILTER_E_IO;
+    }
+    loop = &srv->own_loop;
+    srv->own = 1;
+  }
+  srv->loop = loop;
+  srv->desc = *desc;
+  if (opts != NULL)
+    srv->opts = *opts;
+  else
+    milter_server_opts_init(&srv->opts);
+  if (srv->opts.hard_cap == 0)
+    srv->opts.hard_cap = MILTER_DEFAULT_HARD_CAP;
+  if (srv->opts.backlog <= 0)
+    srv->opts.backlog = 511;
+  srv->env.server = srv;
+  srv->env.wake = on_wake;
+  srv->env.poster = &srv->poster;
+  srv->env.log = srv->opts.log ? srv->opts.log : milter_log_stderr;
+  srv->env.log_data = srv->opts.log_data;
+  srv->env.log_level = srv->opts.log_level;
+  srv->env.hard_cap = srv->opts.hard_cap;
+  if (milter_poster_init(&srv->poster, loop) < 0) {
+    if (srv->own)
+      uv_loop_close(loop);
+    free(srv);
+    return MILTER_E_NOMEM;
+  }
+  srv->poster.async.data = &srv->poster;
+  uv_async_init(loop, &srv->stop_async, on_stop_async);
+  srv->stop_async.data = srv;
+  uv_idle_init(loop, &srv->idle);
+  srv->idle.data = srv;
+  uv_timer_init(loop, &srv->drain);
+  srv->drain.data = srv;
+  uv_unref((uv_handle_t *)&srv->drain);
+  srv->handles_open = 4;
+  if (srv->opts.handle_signals) {
+    static const int signums[2] = {SIGTERM, SIGINT};
+    for (int i = 0; i < 2; i++) {
+      uv_signal_init(loop, &srv->sigs[i]);
+      srv->sigs[i].data = srv;
+      uv_signal_start(&srv->sigs[i], on_signal, signums[i]);
+      srv->nsigs++;
+      srv->handles_open++;
+    }
+  }
+  *out = srv;
+  return 0;
+}
+
+int milter_server_run(milter_server *srv) {
+  if (srv == NULL)
+    return MILTER_E_INVAL;
+  uv_run(srv->loop, UV_RUN_DEFAULT);
+  return 0;
+}
+
+void milter_server_stop(milter_server *srv) {
+  if (srv != NULL && !atomic_load(&srv->closed))
+    uv_async_send(&srv->stop_async);
+}
+
+void milter_server_free(milter_server *srv) {
+  if (srv == NULL)
+    return;
+  if (!atomic_load(&srv->closed)) {
+    do_stop(srv, 1);
+    /* Replies still pending: nobody will give them now. */
+    for (conn *c = srv->conns, *next; c != NULL; c = next) {
+      next = c->next;
+      if (c->kept) {
+        c->ctx.pending = 0;
+        c->kept = milter_session_gone(&c->ctx) == 1;
+        conn_maybe_free(c);
+      }
+    }
+  }
+  if (srv->own) {
+    while (srv->handles_open > 0 || srv->nctx > 0)
+      if (uv_run(srv->loop, UV_RUN_ONCE) == 0 && srv->handles_open > 0)
+        break;
+    uv_loop_close(srv->loop);
+  }
+  free(srv);
+}
+
+uv_loop_t *milter_server_loop(const milter_server *srv) {
+  return srv->loop;
+}
+
+unsigned milter_server_connections(const milter_server *srv) {
+  return srv->nconns;
+}

@@ -1,0 +1,678 @@
+/* session.c -- the milter-side state machine: stages, dispatch, replies.
+ *
+ * The stage table and the handling of out-of-order commands follow
+ * sendmail's libmilter/engine.c (trans_ok(), the NX_* masks, fix_stm()):
+ * a command whose stage is not reachable from the current one makes
+ * libmilter call xxfi_abort (if a message was in progress), jump to the HELO
+ * stage and retry from there; if the command is still not reachable it is
+ * ignored without a reply.  Differences are marked "DEVIATION" below. */
+#include "session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MASK(s) (1u << (s))
+
+/* engine.c next_states[]: which stages may follow each stage. */
+static const uint32_t next_states[MST_COUNT] = {
+    [MST_INIT] = MASK(MST_OPTS),
+    [MST_OPTS] = MASK(MST_CONN) | MASK(MST_UNKN),
+    [MST_CONN] = MASK(MST_HELO) | MASK(MST_MAIL) | MASK(MST_UNKN),
+    [MST_HELO] = MASK(MST_HELO) | MASK(MST_MAIL) | MASK(MST_UNKN),
+    [MST_MAIL] = MASK(MST_RCPT) | MASK(MST_ABRT) | MASK(MST_UNKN),
+    [MST_RCPT] = MASK(MST_HDRS) | MASK(MST_EOHS) | MASK(MST_DATA) |
+                 MASK(MST_BODY) | MASK(MST_ENDM) | MASK(MST_RCPT) |
+                 MASK(MST_ABRT) | MASK(MST_UNKN),
+    [MST_DATA] = MASK(MST_EOHS) | MASK(MST_HDRS) | MASK(MST_ABRT),
+    [MST_HDRS] = MASK(MST_EOHS) | MASK(MST_HDRS) | MASK(MST_ABRT),
+    [MST_EOHS] = MASK(MST_BODY) | MASK(MST_ENDM) | MASK(MST_ABRT),
+    [MST_BODY] = MASK(MST_ENDM) | MASK(MST_BODY) | MASK(MST_ABRT),
+    [MST_ENDM] =
+        MASK(MST_QUIT) | MASK(MST_MAIL) | MASK(MST_UNKN) | MASK(MST_Q_NC),
+    [MST_QUIT] = 0,
+    [MST_ABRT] = 0,
+    [MST_UNKN] = MASK(MST_HELO) | MASK(MST_MAIL) | MASK(MST_RCPT) |
+                 MASK(MST_ABRT) | MASK(MST_DATA) | MASK(MST_BODY) |
+                 MASK(MST_UNKN) | MASK(MST_QUIT) | MASK(MST_Q_NC),
+    [MST_Q_NC] = MASK(MST_CONN) | MASK(MST_UNKN),
+};
+
+static const char *const stage_names[MST_COUNT] = {
+    "init", "optneg", "connect", "helo", "mail",  "rcpt",    "data",   "header",
+    "eoh",  "body",   "eom",     "quit", "abort", "unknown", "quit_nc"};
+
+/* trans_ok(): a stage the filter switched off with NO* may be skipped. */
+static int trans_ok(const milter_ctx *ctx, int from, int to) {
+  int s = from;
+  for (;;) {
+    if (next_states[s] & MASK(to))
+      return 1;
+    int n = s + 1;
+    if (n >= MST_COUNT || !(ctx->skip_states & MASK(n)))
+      return 0;
+    s = n;
+  }
+}
+
+static int stage_of(uint8_t cmd) {
+  switch (cmd) {
+  case MILTER_CMD_CONNECT:
+    return MST_CONN;
+  case MILTER_CMD_HELO:
+    return MST_HELO;
+  case MILTER_CMD_MAIL:
+    return MST_MAIL;
+  case MILTER_CMD_RCPT:
+    return MST_RCPT;
+  case MILTER_CMD_DATA:
+    return MST_DATA;
+  case MILTER_CMD_HEADER:
+    return MST_HDRS;
+  case MILTER_CMD_EOH:
+    return MST_EOHS;
+  case MILTER_CMD_BODY:
+    return MST_BODY;
+  case MILTER_CMD_EOB:
+    return MST_ENDM;
+  default:
+    return MST_UNKN; /* MILTER_CMD_UNKNOWN */
+  }
+}
+
+/* get_nr_bit(): the "no reply" bit of a command. */
+static uint32_t nr_bit(uint8_t cmd) {
+  switch (cmd) {
+  case MILTER_CMD_CONNECT:
+    return MILTER_P_NR_CONN;
+  case MILTER_CMD_HELO:
+    return MILTER_P_NR_HELO;
+  case MILTER_CMD_MAIL:
+    return MILTER_P_NR_MAIL;
+  case MILTER_CMD_RCPT:
+    return MILTER_P_NR_RCPT;
+  case MILTER_CMD_DATA:
+    return MILTER_P_NR_DATA;
+  case MILTER_CMD_UNKNOWN:
+    return MILTER_P_NR_UNKN;
+  case MILTER_CMD_HEADER:
+    return MILTER_P_NR_HDR;
+  case MILTER_CMD_EOH:
+    return MILTER_P_NR_EOH;
+  case MILTER_CMD_BODY:
+    return MILTER_P_NR_BODY;
+  default:
+    return 0;
+  }
+}
+
+void milter_session_init(milter_ctx *ctx, const milter_filter_desc *desc,
+                         const milter_session_env *env, void *glue,
+                         const char *peer) {
+  memset(ctx, 0, sizeof *ctx);
+  ctx->desc = desc;
+  ctx->env = env;
+  ctx->glue = glue;
+  ctx->data_size = MILTER_DATA_64K;
+  /* Only OPTNEG may come first: keep the first packet small. */
+  uint32_t cap = env->hard_cap ? env->hard_cap : MILTER_DEFAULT_HARD_CAP;
+  milter_decoder_init(&ctx->dec,
+                      cap < MILTER_DATA_64K + 1 ? cap : MILTER_DATA_64K + 1);
+  snprintf(ctx->peer, sizeof ctx->peer, "%s", peer ? peer : "?");
+}
+
+static void clear_reply(milter_ctx *ctx) {
+  free(ctx->reply);
+  ctx->reply = NULL;
+  ctx->reply_len = 0;
+}
+
+void milter_session_free(milter_ctx *ctx) {
+  milter_buf_free(&ctx->out);
+  milter_buf_free(&ctx->backlog);
+  milter_decoder_free(&ctx->dec);
+  milter_macros_clear(ctx, 0);
+  milter_actions_clear(ctx);
+  clear_reply(ctx);
+}
+
+int milter_session_paused(const milter_ctx *ctx) {
+  return ctx->pending != 0;
+}
+
+int milter_session_busy(const milter_ctx *ctx) {
+  return ctx->pending != 0 || ctx->in_msg;
+}
+
+/* The message in progress ends without EOM: abort callback, exactly once.
+ * Macros of stages >= from are dropped (MAIL keeps its fresh MAIL macros). */
+static void end_message(milter_ctx *ctx, int from) {
+  if (!ctx->in_msg)
+    return;
+  ctx->in_msg = 0;
+  ctx->in_eom = 0;
+  if (ctx->desc->cb.abort != NULL)
+    ctx->desc->cb.abort(ctx);
+  milter_actions_clear(ctx);
+  milter_macros_clear(ctx, from);
+  clear_reply(ctx);
+}
+
+static void close_conn_state(milter_ctx *ctx) {
+  end_message(ctx, MAC_MAIL);
+  if (!ctx->closed) {
+    ctx->closed = 1;
+    if (ctx->desc->cb.close != NULL)
+      ctx->desc->cb.close(ctx);
+  }
+  milter_macros_clear(ctx, 0);
+  clear_reply(ctx);
+}
+
+int milter_session_gone(milter_ctx *ctx) {
+  ctx->gone = 1;
+  if (ctx->pending)
+    return 1;
+  if (ctx->negotiated)
+    close_conn_state(ctx);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Negotiation                                                              */
+/* ------------------------------------------------------------------------ */
+
+static const char *const act_names[] = {"ADDHDRS", "CHGBODY",     "ADDRCPT",
+                                        "DELRCPT", "CHGHDRS",     "QUARANTINE",
+                                        "CHGFROM", "ADDRCPT_PAR", "SETSYMLIST"};
+static const char *const proto_names[] = {
+    "NOCONNECT", "NOHELO",  "NOMAIL",     "NORCPT",  "NOBODY",  "NOHDRS",
+    "NOEOH",     "NR_HDR",  "NOUNKNOWN",  "NODATA",  "SKIP",    "RCPT_REJ",
+    "NR_CONN",   "NR_HELO", "NR_MAIL",    "NR_RCPT", "NR_DATA", "NR_UNKN",
+    "NR_EOH",    "NR_BODY", "HDR_LEADSPC"};
+
+static void bit_names(char *out, size_t n, uint32_t bits,
+                      const char *const *names, size_t count) {
+  size_t used = 0;
+  out[0] = '\0';
+  for (size_t i = 0; i < 32; i++) {
+    if (!(bits & (1u << i)))
+      continue;
+    char tmp[16];
+    const char *nm = i < count ? names[i] : NULL;
+    if (nm == NULL) {
+      snprintf(tmp, sizeof tmp, "0x%x", 1u << i);
+      nm = tmp;
+    }
+    int w = snprintf(out + used, n - used, "%s%s", used ? "|" : "", nm);
+    if (w < 0 || (size_t)w >= n - used)
+      break;
+    used += (size_t)w;
+  }
+}
+
+/* NO* bits for the events the filter has no callback for (libmilter computes
+ * the same in mi_listener() from the registered callbacks). */
+static uint32_t no_bits(const milter_callbacks *cb) {
+  uint32_t p = 0;
+  if (!cb->connect)
+    p |= MILTER_P_NOCONNECT;
+  if (!cb->helo)
+    p |= MILTER_P_NOHELO;
+  if (!cb->envfrom)
+    p |= MILTER_P_NOMAIL;
+  if (!cb->envrcpt)
+    p |= MILTER_P_NORCPT;
+  if (!cb->body)
+    p |= MILTER_P_NOBODY;
+  if (!cb->header)
+    p |= MILTER_P_NOHDRS;
+  if (!cb->eoh)
+    p |= MILTER_P_NOEOH;
+  if (!cb->unknown)
+    p |= MILTER_P_NOUNKNOWN;
+  if (!cb->data)
+    p |= MILTER_P_NODATA;
+  return p;
+}
+
+static uint32_t skip_states_of(uint32_t p) {
+  uint32_t s = 0;
+  if (p & MILTER_P_NOCONNECT)
+    s |= MASK(MST_CONN);
+  if (p & MILTER_P_NOHELO)
+    s |= MASK(MST_HELO);
+  if (p & MILTER_P_NOMAIL)
+    s |= MASK(MST_MAIL);
+  if (p & MILTER_P_NORCPT)
+    s |= MASK(MST_RCPT);
+  if (p & MILTER_P_NOHDRS)
+    s |= MASK(MST_HDRS);
+  if (p & MILTER_P_NOEOH)
+    s |= MASK(MST_EOHS);
+  if (p & MILTER_P_NOBODY)
+    s |= MASK(MST_BODY);
+  if (p & MILTER_P_NODATA)
+    s |= MASK(MST_DATA);
+  if (p & MILTER_P_NOUNKNOWN)
+    s |= MASK(MST_UNKN);
+  return s;
+}
+
+static int refuse(milter_ctx *ctx, const char *what, uint32_t missing,
+                  uint32_t offered, const char *const *names, size_t count) {
+  char buf[300];
+  bit_names(buf, sizeof buf, missing, names, count);
+  milter_ctx_log(ctx, MILTER_LOG_ERROR,
+                 "refusing MTA: required %s %s not offered (MTA offers "
+                 "0x%x)",
+                 what, buf, offered);
+  return MILTER_E_NEGOTIATE;
+}
+
+static int negotiate(milter_ctx *ctx, const milter_optneg *o) {
+  const milter_filter_desc *d = ctx->desc;
+  if (o->version < MILTER_PROTO_VERSION_MIN) {
+    milter_ctx_log(ctx, MILTER_LOG_ERROR,
+                   "refusing MTA: protocol version %u < %u", o->version,
+                   MILTER_PROTO_VERSION_MIN);
+    return MILTER_E_NEGOTIATE;
+  }
+  uint32_t v =
+      o->version > MILTER_PROTO_VERSION ? MILTER_PROTO_VERSION : o->version;
+  /* st_optionneg(): zero means the v1 defaults. */
+  uint32_t mta_act = o->actions ? o->actions : 0x0Fu;
+  uint32_t mta_proto = o->protocol ? o->protocol : 0x3Fu;
+  uint32_t mds = mta_proto & (MILTER_P_MDS_256K | MILTER_P_MDS_1M);
+  /* Never answer with bits the MTA's version does not know. */
+  if (v == 2) {
+    mta_act &= MILTER_ACT_V2;
+    mta_proto &= 0x7Fu;
+  } else if (v < 6) {
+    mta_act &= MILTER_ACT_V2;
+    mta_proto &= v == 3 ? 0x17Fu : 0x37Fu;
+  }
+  mta_proto &= MILTER_P_ALL_STEPS;
+  mta_act &= MILTER_ACT_ALL;
+
+  uint32_t missing = d->actions_required & ~mta_act;
+  if (missing)
+    return refuse(ctx, "actions", missing, mta_act, act_names, 9);
+  /* NR_* can always be faked, as libmilter does (fake_pflags). */
+  missing =
+      d->protocol_required & MILTER_P_ALL_STEPS & ~MILTER_P_ALL_NR & ~mta_proto;
+  if (missing)
+    return refuse(ctx, "protocol steps", missing, mta_proto, proto_names, 21);
+
+  uint32_t act = (d->actions_required | d->actions_wanted) & mta_act;
+  int want_macros = 0;
+  for (int i = 0; i < MILTER_M_COUNT; i++)
+    if (d->macros[i] != NULL && d->macros[i][0] != '\0')
+      want_macros = 1;
+  if (want_macros && (mta_act & MILTER_ACT_SETSYMLIST))
+    act |= MILTER_ACT_SETSYMLIST;
+  else
+    act &= ~MILTER_ACT_SETSYMLIST;
+
+  uint32_t want =
+      ((d->protocol_required | d->protocol_wanted) & MILTER_P_ALL_STEPS) |
+      no_bits(&d->cb);
+  /* SMFIS_ALL_OPTS: SKIP whenever the MTA supports it. */
+  if (d->cb.body != NULL && (mta_proto & MILTER_P_SKIP))
+    want |= MILTER_P_SKIP;
+  uint32_t send = want & mta_proto;
+
+  uint32_t fmax = d->max_data_size ? d->max_data_size : MILTER_DATA_64K;
+  uint32_t size = MILTER_DATA_64K, mdsbit = 0;
+  if ((mds & MILTER_P_MDS_1M) && fmax >= MILTER_DATA_1M) {
+    size = MILTER_DATA_1M;
+    mdsbit = MILTER_P_MDS_1M;
+  } else if (mds && fmax >= MILTER_DATA_256K) {
+    size = MILTER_DATA_256K;
+    mdsbit = MILTER_P_MDS_256K;
+  }
+
+  ctx->version = v;
+  ctx->actions = act;
+  ctx->protocol = send | mdsbit;
+  ctx->mta_protocol = mta_proto;
+  ctx->data_size = size;
+  ctx->nr_sent = send & MILTER_P_ALL_NR;
+  ctx->nr_fake = want & MILTER_P_ALL_NR & ~mta_proto;
+  ctx->skip_states = skip_states_of(want);
+  int rc =
+      milter_enc_optneg_reply(&ctx->out, v, act, ctx->protocol,
+                              (act & MILTER_ACT_SETSYMLIST) ? d->macros : NULL);
+  if (rc < 0)
+    return rc;
+  /* Tolerate packets above the negotiated size (Postfix sends long header
+   * values unasked) up to the hard cap. */
+  milter_decoder_set_max(&ctx->dec, ctx->env->hard_cap
+                                        ? ctx->env->hard_cap
+                                        : MILTER_DEFAULT_HARD_CAP);
+  ctx->negotiated = 1;
+  milter_ctx_log(ctx, MILTER_LOG_DEBUG,
+                 "negotiated v%u actions 0x%x protocol 0x%x data %u (MTA v%u "
+                 "actions 0x%x protocol 0x%x)",
+                 v, act, ctx->protocol, size, o->version, o->actions,
+                 o->protocol);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Replies                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void append_status(milter_ctx *ctx, uint8_t cmd, milter_status st) {
+  uint8_t code;
+  switch (st) {
+  case MILTER_CONTINUE:
+    code = MILTER_REPLY_CONTINUE;
+    break;
+  case MILTER_ACCEPT:
+    code = MILTER_REPLY_ACCEPT;
+    break;
+  case MILTER_DISCARD:
+    code = MILTER_REPLY_DISCARD;
+    break;
+  case MILTER_SKIP:
+    code = MILTER_REPLY_SKIP;
+    break;
+  case MILTER_REJECT:
+    code = MILTER_REPLY_REJECT;
+    break;
+  case MILTER_TEMPFAIL:
+    code = MILTER_REPLY_TEMPFAIL;
+    break;
+  default:
+    milter_ctx_log(ctx, MILTER_LOG_ERROR,
+                   "callback for %s returned invalid status %d: tempfail",
+                   milter_cmd_name(cmd), (int)st);
+    code = MILTER_REPLY_TEMPFAIL;
+    st = MILTER_TEMPFAIL;
+  }
+  /* sendreply(): the custom reply is used only when its class matches. */
+  if (ctx->reply != NULL && ((st == MILTER_REJECT && ctx->reply[5] == '5') ||
+                             (st == MILTER_TEMPFAIL && ctx->reply[5] == '4'))) {
+    int rc = milter_buf_append(&ctx->out, ctx->reply, ctx->reply_len);
+    clear_reply(ctx);
+    if (rc == 0)
+      return;
+  }
+  if (milter_enc_reply_simple(&ctx->out, code) < 0)
+    milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for a reply");
+}
+
+static void emit(milter_ctx *ctx, uint8_t cmd, milter_status st) {
+  uint32_t bit = nr_bit(cmd);
+  if (bit & ctx->nr_sent) {
+    /* The MTA waits for nothing: sending would desynchronise it. */
+    if (st != MILTER_NOREPLY && st != MILTER_CONTINUE)
+      milter_ctx_log(ctx, MILTER_LOG_WARNING,
+                     "status %d for %s dropped: no-reply was negotiated",
+                     (int)st, milter_cmd_name(cmd));
+    return;
+  }
+  /* NOREPLY where the MTA expects a reply (NR faked, or never asked for):
+   * CONTINUE, as libmilter's sendreply() fakes it.  DEVIATION: with a faked
+   * NR bit libmilter also turns REJECT etc. into CONTINUE; the MTA waits for
+   * a reply anyway, so we send the real one. */
+  if (st == MILTER_NOREPLY)
+    st = MILTER_CONTINUE;
+  if (st == MILTER_SKIP &&
+      !(cmd == MILTER_CMD_BODY && (ctx->protocol & MILTER_P_SKIP)))
+    st = MILTER_CONTINUE;
+  if (cmd == MILTER_CMD_EOB && milter_actions_flush(ctx) < 0)
+    milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for actions");
+  append_status(ctx, cmd, st);
+}
+
+void milter_session_finish(milter_ctx *ctx, uint8_t cmd, milter_status st) {
+  if (st == MILTER_PENDING) {
+    ctx->pending = cmd;
+    return;
+  }
+  emit(ctx, cmd, st);
+  if (cmd == MILTER_CMD_EOB) {
+    /* The message ended normally: its state goes, no abort callback. */
+    ctx->in_msg = 0;
+    ctx->in_eom = 0;
+    milter_actions_clear(ctx);
+    milter_macros_clear(ctx, MAC_MAIL);
+    clear_reply(ctx);
+  }
+  /* mi_engine(): after ACCEPT, and after REJECT/DISCARD/TEMPFAIL of any
+   * command but RCPT and UNKNOWN (CT_IGNO), the next stage is HELO.  The
+   * message stays "in progress" for us until ABORT/MAIL/close, so that the
+   * abort callback still runs exactly once. */
+  if (st == MILTER_ACCEPT ||
+      ((st == MILTER_REJECT || st == MILTER_DISCARD || st == MILTER_TEMPFAIL) &&
+       cmd != MILTER_CMD_RCPT && cmd != MILTER_CMD_UNKNOWN))
+    ctx->state = MST_HELO;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Dispatch                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static milter_status call_args(milter_ctx *ctx, const milter_strlist *l,
+                               milter_status (*fn)(milter_ctx *, size_t,
+                                                   const char *const *)) {
+  const char *stackv[32];
+  const char **argv = stackv;
+  size_t n = l->count ? l->count : 1;
+  if (n > 32) {
+    argv = malloc(n * sizeof *argv);
+    if (argv == NULL) {
+      milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for arguments");
+      return MILTER_TEMPFAIL;
+    }
+  }
+  const char *cur = NULL, *s;
+  size_t i = 0;
+  while (i < n && (s = milter_strlist_next(l, &cur)) != NULL)
+    argv[i++] = s;
+  if (i == 0)
+    argv[i++] = "";
+  milter_status st = fn(ctx, i, argv);
+  if (argv != stackv)
+    free(argv);
+  return st;
+}
+
+static milter_status dispatch(milter_ctx *ctx, const milter_cmd *c,
+                              const milter_packet *pkt) {
+  const milter_callbacks *cb = &ctx->desc->cb;
+  ctx->closed = 0;
+  switch (c->code) {
+  case MILTER_CMD_CONNECT:
+    milter_macros_clear(ctx, MAC_HELO); /* st_connectinfo() */
+    return cb->connect ? cb->connect(ctx, &c->u.connect) : MILTER_CONTINUE;
+  case MILTER_CMD_HELO:
+    end_message(ctx, MAC_MAIL);
+    milter_macros_clear(ctx, MAC_MAIL); /* st_helo() */
+    return cb->helo ? cb->helo(ctx, c->u.helo) : MILTER_CONTINUE;
+  case MILTER_CMD_MAIL:
+    /* A new MAIL while a message is in progress (Postfix after a rejected
+     * or accepted message, or MAIL after RCPT): implicit abort. */
+    end_message(ctx, MAC_RCPT);
+    milter_macros_clear(ctx, MAC_RCPT); /* st_sender() */
+    ctx->in_msg = 1;
+    return cb->envfrom ? call_args(ctx, &c->u.args, cb->envfrom)
+                       : MILTER_CONTINUE;
+  case MILTER_CMD_RCPT:
+    milter_macros_clear(ctx, MAC_DATA); /* st_rcpt() */
+    ctx->in_msg = 1;
+    return cb->envrcpt ? call_args(ctx, &c->u.args, cb->envrcpt)
+                       : MILTER_CONTINUE;
+  case MILTER_CMD_DATA:
+    ctx->in_msg = 1;
+    return cb->data ? cb->data(ctx) : MILTER_CONTINUE;
+  case MILTER_CMD_HEADER:
+    ctx->in_msg = 1;
+    return cb->header ? cb->header(ctx, c->u.header.name, c->u.header.value)
+                      : MILTER_CONTINUE;
+  case MILTER_CMD_EOH:
+    ctx->in_msg = 1;
+    return cb->eoh ? cb->eoh(ctx) : MILTER_CONTINUE;
+  case MILTER_CMD_BODY:
+    ctx->in_msg = 1;
+    return cb->body ? cb->body(ctx, c->u.body.data, c->u.body.len)
+                    : MILTER_CONTINUE;
+  case MILTER_CMD_EOB:
+    ctx->in_msg = 1;
+    /* st_bodyend(): a payload with EOB is a last body chunk. */
+    if (pkt->len > 0 && cb->body != NULL) {
+      milter_status st = cb->body(ctx, pkt->data, pkt->len);
+      if (st != MILTER_CONTINUE)
+        return st;
+    }
+    ctx->in_eom = 1;
+    return cb->eom ? cb->eom(ctx) : MILTER_CONTINUE;
+  default: /* MILTER_CMD_UNKNOWN */
+    return cb->unknown ? cb->unknown(ctx, c->u.unknown) : MILTER_CONTINUE;
+  }
+}
+
+static int on_packet(milter_ctx *ctx, const milter_packet *pkt) {
+  milter_cmd c;
+  const char *why = NULL;
+  if (milter_parse_cmd(pkt, &c, &why) < 0) {
+    milter_ctx_log(ctx, MILTER_LOG_WARNING,
+                   "closing: malformed %s (0x%02x, %u bytes) from MTA: %s",
+                   milter_cmd_name(pkt->cmd), pkt->cmd, pkt->len,
+                   why ? why : "invalid");
+    return MILTER_E_PROTO;
+  }
+  switch (c.code) {
+  case MILTER_CMD_MACRO: {
+    /* st_macros(): allowed in any stage; an unknown command code is
+     * ignored (libmilter fails the packet without reply). */
+    static const char codes[MAC_COUNT] = {'C', 'H', 'M', 'R', 'T', 'N', 'E'};
+    const char *hit = memchr(codes, c.u.macro.for_cmd, sizeof codes);
+    if (hit != NULL && c.u.macro.for_cmd != 0)
+      milter_macros_store(ctx, (int)(hit - codes), c.u.macro.pairs.p,
+                          c.u.macro.pairs.len);
+    return 0;
+  }
+  case MILTER_CMD_OPTNEG:
+    if (ctx->state != MST_INIT) {
+      /* trans_ok() fails from any stage but INIT: ignored, no reply. */
+      milter_ctx_log(ctx, MILTER_LOG_WARNING, "ignoring repeated SMFIC_OPTNEG");
+      return 0;
+    }
+    ctx->state = MST_OPTS;
+    return negotiate(ctx, &c.u.optneg);
+  default:
+    break;
+  }
+  if (!ctx->negotiated) {
+    /* DEVIATION: libmilter would jump to HELO and serve commands without
+     * negotiation; without it we know neither version nor reply rules. */
+    milter_ctx_log(ctx, MILTER_LOG_WARNING,
+                   "closing: %s before option negotiation",
+                   milter_cmd_name(c.code));
+    return MILTER_E_PROTO;
+  }
+  switch (c.code) {
+  case MILTER_CMD_QUIT:
+    /* libmilter accepts QUIT after EOM or UNKNOWN and ignores it elsewhere,
+     * then sees EOF (the MTA closes) and closes the same way: abort if in a
+     * message, then close.  We do that at once. */
+    close_conn_state(ctx);
+    return MILTER_E_EOF;
+  case MILTER_CMD_QUIT_NC:
+    /* st_quit(): close callback, macros cleared, connection state reset; a
+     * new CONNECT follows on this socket.  DEVIATION: libmilter accepts it
+     * only after EOM/UNKNOWN (ignored elsewhere, which would then make it
+     * ignore the following CONNECT too); the MTA means it, so we take it
+     * anywhere. */
+    close_conn_state(ctx);
+    ctx->state = MST_Q_NC;
+    return 0;
+  case MILTER_CMD_ABORT:
+    /* st_abortfct(): abort callback, no reply.  After ABORT libmilter's
+     * stage is ABRT, whose successors are found from HELO.  Postfix sends
+     * ABORT after every message, sometimes twice: libmilter ignores those
+     * (not reachable from ENDM/HELO); we reset the message once, when one
+     * is in progress (also after a reject, where libmilter never calls
+     * xxfi_abort). */
+    end_message(ctx, MAC_MAIL);
+    ctx->state = MST_HELO;
+    return 0;
+  default:
+    break;
+  }
+  int to = stage_of(c.code);
+  if (!trans_ok(ctx, ctx->state, to)) {
+    int from = ctx->state;
+    /* mi_engine(): abort the message in progress, retry from HELO. */
+    end_message(ctx, c.code == MILTER_CMD_MAIL ? MAC_RCPT : MAC_MAIL);
+    ctx->state = MST_HELO;
+    if (!trans_ok(ctx, MST_HELO, to)) {
+      milter_ctx_log(ctx, MILTER_LOG_WARNING,
+                     "ignoring out-of-order %s in stage %s (no reply, as "
+                     "libmilter does)",
+                     milter_cmd_name(c.code), stage_names[from]);
+      return 0;
+    }
+  }
+  ctx->state = (uint8_t)to;
+  milter_session_finish(ctx, c.code, dispatch(ctx, &c, pkt));
+  return 0;
+}
+
+int milter_session_feed(milter_ctx *ctx, const uint8_t *buf, size_t len) {
+  if (ctx->pending) {
+    if (milter_buf_append(&ctx->backlog, buf, len) < 0)
+      return MILTER_E_NOMEM;
+    return MILTER_SESSION_PAUSED;
+  }
+  size_t off = 0;
+  while (off < len) {
+    size_t used = 0;
+    milter_packet pkt;
+    int r = milter_decoder_feed(&ctx->dec, buf + off, len - off, &used, &pkt);
+    off += used;
+    if (r == 0)
+      break;
+    if (r < 0) {
+      if (r == MILTER_E_TOOBIG)
+        milter_ctx_log(ctx, MILTER_LOG_WARNING,
+                       "closing: packet length %u over the limit %u",
+                       ctx->dec.need, ctx->dec.max_len);
+      else if (r == MILTER_E_PROTO)
+        milter_ctx_log(ctx, MILTER_LOG_WARNING, "closing: zero-length packet");
+      else
+        milter_ctx_log(ctx, MILTER_LOG_ERROR, "closing: %s",
+                       milter_strerror(r));
+      return r;
+    }
+    if (ctx->negotiated && pkt.len + 1 > ctx->data_size + 1)
+      milter_ctx_log(ctx, MILTER_LOG_DEBUG,
+                     "%s of %u bytes over the negotiated size %u (tolerated)",
+                     milter_cmd_name(pkt.cmd), pkt.len, ctx->data_size);
+    r = on_packet(ctx, &pkt);
+    if (r < 0)
+      return r;
+    if (ctx->pending) {
+      if (off < len &&
+          milter_buf_append(&ctx->backlog, buf + off, len - off) < 0)
+        return MILTER_E_NOMEM;
+      return MILTER_SESSION_PAUSED;
+    }
+  }
+  return 0;
+}
+
+int milter_session_resume(milter_ctx *ctx) {
+  if (ctx->pending)
+    return MILTER_SESSION_PAUSED;
+  if (ctx->backlog.len == 0)
+    return 0;
+  milter_buf b = ctx->backlog;
+  milter_buf_init(&ctx->backlog);
+  int r = milter_session_feed(ctx, b.data, b.len);
+  milter_buf_free(&b);
+  return r;
+}

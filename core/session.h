@@ -1,0 +1,146 @@
+/*
+ * session.h -- the milter-side session state machine (internal, sans-I/O).
+ *
+ * A session is fed raw bytes read from the MTA (milter_session_feed), decodes
+ * them, checks each command against the stage (libmilter's engine.c is the
+ * reference for what is tolerated), answers option negotiation, keeps the
+ * macros, calls the filter's callbacks and appends every reply to ctx->out.
+ * It never touches a socket: the libuv server (server_uv.c) and the tests
+ * are the glue that moves bytes in and out.
+ *
+ * The session is the milter_ctx handed to callbacks; the glue embeds it.
+ *
+ * Glue contract:
+ *   - after every feed/resume/wake, write ctx->out (and empty it);
+ *   - feed returning MILTER_SESSION_PAUSED: a reply is PENDING; stop reading
+ *     (unprocessed bytes are kept in the session); when env->wake is called,
+ *     call milter_session_resume() later from the loop (never from inside
+ *     wake: wake may run inside user code);
+ *   - a negative return: close the connection, then milter_session_gone();
+ *   - when the MTA vanishes, call milter_session_gone(); if it returns 1 the
+ *     ctx waits for its pending reply: keep it until wake, then call
+ *     milter_session_gone() again, which then returns 0;
+ *   - after gone() returned 0, milter_session_free().
+ */
+#ifndef MF_CORE_SESSION_H
+#define MF_CORE_SESSION_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mailfilter/milter.h>
+
+/* Per-server (or per-test) environment shared by its sessions. */
+typedef struct milter_session_env {
+  milter_server *server;
+  /* Output queued or a pending reply completed outside a feed call. */
+  void (*wake)(milter_ctx *ctx);
+  /* The poster behind milter_ctx_post (see post.h), or NULL. */
+  struct milter_poster *poster;
+  milter_log_fn log;
+  void *log_data;
+  milter_log_level log_level;
+  uint32_t hard_cap; /* largest packet accepted (0 = default) */
+} milter_session_env;
+
+/* Libmilter's stages (engine.c ST_*), same numbering. */
+enum milter_stage {
+  MST_INIT = 0,
+  MST_OPTS,
+  MST_CONN,
+  MST_HELO,
+  MST_MAIL,
+  MST_RCPT,
+  MST_DATA,
+  MST_HDRS,
+  MST_EOHS,
+  MST_BODY,
+  MST_ENDM,
+  MST_QUIT,
+  MST_ABRT,
+  MST_UNKN,
+  MST_Q_NC,
+  MST_COUNT
+};
+
+/* Macro storage, chronological order (newest stage searched first). */
+enum {
+  MAC_CONN,
+  MAC_HELO,
+  MAC_MAIL,
+  MAC_RCPT,
+  MAC_DATA,
+  MAC_EOH,
+  MAC_EOM,
+  MAC_COUNT
+};
+
+struct milter_ctx {
+  const milter_filter_desc *desc;
+  const milter_session_env *env;
+  void *glue;         /* the server connection, or the test harness */
+  void *user_data;    /* milter_ctx_set_data */
+  milter_buf out;     /* bytes to send to the MTA */
+  milter_buf backlog; /* unprocessed input while a reply is pending */
+  milter_decoder dec;
+  char *macros[MAC_COUNT]; /* copies of name\0value\0... */
+  uint32_t macro_len[MAC_COUNT];
+  uint8_t *reply; /* encoded custom SMFIR_REPLYCODE packet, or NULL */
+  uint32_t reply_len;
+  milter_buf acts;    /* queued end-of-message actions (encoded) */
+  milter_buf newbody; /* replacement body bytes */
+  /* Negotiated with the MTA. */
+  uint32_t version, actions, protocol, data_size;
+  uint32_t mta_protocol;
+  uint32_t nr_sent;     /* NR_* bits the MTA agreed to: it waits for nothing */
+  uint32_t nr_fake;     /* NR_* bits wanted but unknown to the MTA: faked */
+  uint32_t skip_states; /* MI_MASK of stages NO* allows to skip (fix_stm) */
+  uint8_t state;        /* enum milter_stage */
+  uint8_t pending;      /* command whose reply is PENDING, or 0 */
+  unsigned negotiated : 1;
+  unsigned in_msg : 1;      /* a message is in progress (reset exactly once) */
+  unsigned in_eom : 1;      /* eom callback running or its reply pending */
+  unsigned has_newbody : 1; /* replacebody called (even with 0 bytes) */
+  unsigned gone : 1;        /* the MTA connection is closed */
+  unsigned closed : 1;      /* close callback has run for this connect */
+  unsigned feeding : 1;     /* inside milter_session_feed */
+  char peer[60];
+};
+
+#define MILTER_SESSION_PAUSED 1
+
+void milter_session_init(milter_ctx *ctx, const milter_filter_desc *desc,
+                         const milter_session_env *env, void *glue,
+                         const char *peer);
+/* Feed bytes read from the MTA.  Returns 0 (all consumed, read on),
+ * MILTER_SESSION_PAUSED (a reply is pending; the rest is kept), or a negative
+ * error: close the connection (the reason has been logged; MILTER_E_EOF
+ * after QUIT is not an error). */
+int milter_session_feed(milter_ctx *ctx, const uint8_t *buf, size_t len);
+/* Process input kept while a reply was pending.  Same returns as feed. */
+int milter_session_resume(milter_ctx *ctx);
+/* A reply is pending (reading must stay stopped). */
+int milter_session_paused(const milter_ctx *ctx);
+/* A message is in progress or a reply pending (drain on stop). */
+int milter_session_busy(const milter_ctx *ctx);
+/* The MTA connection is gone.  Returns 1 while a reply is pending (keep the
+ * ctx), 0 once abort/close callbacks have run. */
+int milter_session_gone(milter_ctx *ctx);
+void milter_session_free(milter_ctx *ctx);
+
+/* ---- helpers shared inside core ---- */
+void milter_logv(const milter_session_env *env, milter_log_level level,
+                 const char *fmt, va_list ap);
+void milter_logf(const milter_session_env *env, milter_log_level level,
+                 const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Macro lookup in the session (macros.c). */
+void milter_macros_store(milter_ctx *ctx, int stage, const char *p, size_t len);
+void milter_macros_clear(milter_ctx *ctx, int from_stage);
+/* End-of-message actions (actions.c): flush queue into out; drop queue. */
+int milter_actions_flush(milter_ctx *ctx);
+void milter_actions_clear(milter_ctx *ctx);
+/* Emit the reply to cmd with status (session.c), used by milter_ctx_reply. */
+void milter_session_finish(milter_ctx *ctx, uint8_t cmd, milter_status st);
+
+#endif
