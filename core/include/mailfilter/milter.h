@@ -76,10 +76,16 @@ typedef enum milter_status {
   MILTER_DISCARD = 2,  /* accept and throw the message away */
   MILTER_ACCEPT = 3,   /* accept; no further events for this message */
   MILTER_TEMPFAIL = 4, /* 4xx; at RCPT only that recipient */
-  MILTER_NOREPLY = 7,  /* send nothing (only where NR_* was negotiated;
-                          elsewhere treated as CONTINUE, as libmilter does) */
+  MILTER_NOREPLY = 7,  /* send nothing where the NR_* bit of the event was
+                          negotiated; CONTINUE where the MTA waits for a
+                          reply (NR_* unknown to the MTA, "faked" as libmilter
+                          does, or not asked for).  Where NR_* was
+                          negotiated any other status is dropped with a
+                          warning: the MTA reads no reply there. */
   MILTER_SKIP = 8,     /* body callback: send no more body chunks (needs
-                          MILTER_P_SKIP from the MTA; else CONTINUE) */
+                          MILTER_P_SKIP from the MTA, which is asked for
+                          whenever a body callback is set; elsewhere and
+                          without it: CONTINUE) */
   MILTER_PENDING = 16  /* reply later with milter_ctx_reply() */
 } milter_status;
 
@@ -109,12 +115,19 @@ typedef struct milter_callbacks {
   milter_status (*body)(milter_ctx *ctx, const uint8_t *chunk, size_t len);
   /* End of message: the only place where the milter_ctx_* actions work. */
   milter_status (*eom)(milter_ctx *ctx);
-  /* Message aborted (ABORT, or a new MAIL after end of message).  The
-   * message's state must be reset; the connection goes on. */
+  /* A message in progress ended without end-of-message: ABORT; a new MAIL
+   * or HELO while a message is in progress (Postfix sends MAIL after a
+   * message rejected or accepted before EOM, without ABORT); an
+   * out-of-order command inside a message (as libmilter); or the
+   * connection ending mid-message.  Called at most once per message, never
+   * after a message that reached the eom callback's reply (repeated ABORTs
+   * are ignored).  The message's state must be reset; the connection goes
+   * on. */
   void (*abort)(milter_ctx *ctx);
-  /* Connection over (QUIT, QUIT_NC, EOF, error, or server stop).  Called
-   * exactly once per connect.  For QUIT_NC the same ctx then sees a new
-   * connect callback. */
+  /* Connection over (QUIT, QUIT_NC, EOF, error, timeout or server stop).
+   * Called exactly once per MTA session that passed option negotiation
+   * (never for a refused MTA).  For QUIT_NC the same ctx then sees a new
+   * connect callback (and later a new close). */
   void (*close)(milter_ctx *ctx);
 } milter_callbacks;
 
@@ -173,9 +186,11 @@ MF_API void milter_ctx_log(const milter_ctx *ctx, milter_log_level level,
 
 /* A custom SMTP reply for the next REJECT or TEMPFAIL of this ctx (like
  * smfi_setreply/smfi_setmlreply): rcode "4xx"/"5xx", xcode "x.y.z" or NULL,
- * text may hold several lines separated by "\n".  The rcode's class decides
- * what is sent whatever the status (as libmilter does).  Returns 0 or
- * MILTER_E_INVAL (bad code, a line over 980 bytes, over 32 lines). */
+ * text may hold several lines separated by "\n".  As in libmilter's
+ * sendreply(), it is used only when its class matches the status (5xx with
+ * REJECT, 4xx with TEMPFAIL); otherwise the plain status is sent and the
+ * reply kept.  It is dropped once used and when the message ends.  Returns
+ * 0 or MILTER_E_INVAL (bad code, a line over 980 bytes, over 32 lines). */
 MF_API int milter_ctx_setreply(milter_ctx *ctx, const char *rcode,
                                const char *xcode, const char *text);
 
@@ -187,12 +202,15 @@ MF_API int milter_ctx_reply(milter_ctx *ctx, milter_status status);
 
 /* Thread-safe hand-off: run fn(ctx, arg) on the loop thread, soon.  Allowed
  * only while a reply of ctx is PENDING (this is what keeps ctx alive); fn is
- * expected to end with milter_ctx_reply().  Returns 0 or MILTER_E_NOMEM. */
+ * expected to end with milter_ctx_reply().  Calls are run in order, several
+ * per wake-up of the loop.  Returns 0, MILTER_E_NOMEM, or MILTER_E_INVAL
+ * (NULL ctx/fn, or a ctx not run by a server). */
 typedef void (*milter_post_fn)(milter_ctx *ctx, void *arg);
 MF_API int milter_ctx_post(milter_ctx *ctx, milter_post_fn fn, void *arg);
 
 /* SMFIR_PROGRESS: tell the MTA to restart its timeout while a reply is
- * pending.  Loop thread. */
+ * pending.  Loop thread.  Returns 0, MILTER_E_NOTSUP (MTA older than v6),
+ * MILTER_E_STATE (before negotiation), MILTER_E_CLOSED (MTA gone). */
 MF_API int milter_ctx_progress(milter_ctx *ctx);
 
 /* ---- End-of-message actions --------------------------------------------
@@ -283,11 +301,17 @@ MF_API int milter_server_port(const milter_server *srv);
 MF_API int milter_server_run(milter_server *srv);
 
 /* Stop accepting; connections with no message in progress are closed now,
- * others when their message ends or the drain timeout passes.  Thread-safe. */
+ * others when their message ends or the drain timeout passes; then the
+ * server's handles close and milter_server_run returns (a ctx whose reply
+ * is still pending keeps the loop running until milter_ctx_reply).
+ * Thread-safe; a no-op once the server has shut down. */
 MF_API void milter_server_stop(milter_server *srv);
 
 /* Free the server (after run returned, or, for an external loop, after stop
- * and the loop has run until the server's handles closed). */
+ * and the loop has run until the server's handles closed).  If the server
+ * is still running, it is stopped at once (no drain; pending replies are
+ * abandoned, their close callbacks run) and the loop is run until its
+ * handles are closed: do not call it from a callback of that loop. */
 MF_API void milter_server_free(milter_server *srv);
 
 MF_API uv_loop_t *milter_server_loop(const milter_server *srv);
