@@ -766,8 +766,22 @@ static void test_fds_unchanged(void **state) {
   assert_int_equal(tu_count_fds(), base_fds);
 }
 
+static void nop_signal(uv_signal_t *s, int n) {
+  (void)s;
+  (void)n;
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
+  /* libuv keeps a process-wide signal lock pipe once signals were used. */
+  uv_loop_t warm;
+  uv_signal_t sig;
+  uv_loop_init(&warm);
+  uv_signal_init(&warm, &sig);
+  uv_signal_start(&sig, nop_signal, SIGUSR2);
+  uv_close((uv_handle_t *)&sig, NULL);
+  uv_run(&warm, UV_RUN_DEFAULT);
+  uv_loop_close(&warm);
   base_fds = tu_count_fds();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parse_spec),
