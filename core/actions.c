@@ -17,8 +17,8 @@ static int check(const milter_ctx *ctx, uint32_t need) {
   return 0;
 }
 
-/* Encoders leave a partial packet behind on failure?  They append whole
- * packets or nothing; still, restore the length to be sure. */
+/* Check state and negotiation, then encode into the queue; a failed encode
+ * leaves the queue as it was. */
 #define QUEUE(ctx, need, call)                                                 \
   do {                                                                         \
     int rc_ = check(ctx, need);                                                \

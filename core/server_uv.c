@@ -281,9 +281,8 @@ static void conn_close(conn *c) {
   srv->nconns--;
   uv_close(&c->h.handle, on_conn_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
-  milter_buf_free(&c->ctx.out);
   c->kept = milter_session_gone(&c->ctx) == 1;
-  milter_buf_free(&c->ctx.out);
+  milter_buf_free(&c->ctx.out); /* nobody to send it to */
 }
 
 /* Deferred service of a woken conn (reply given, progress queued). */

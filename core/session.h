@@ -104,7 +104,6 @@ struct milter_ctx {
   unsigned has_newbody : 1; /* replacebody called (even with 0 bytes) */
   unsigned gone : 1;        /* the MTA connection is closed */
   unsigned closed : 1;      /* close callback has run for this connect */
-  unsigned feeding : 1;     /* inside milter_session_feed */
   char peer[60];
 };
 
