@@ -325,22 +325,22 @@ static void format_peer(conn *c, const listener *l, char *out, size_t n) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
   if (l->is_unix) {
-    snprintf(out, n, "unix:%s", l->path);
+    snprintf(out, n, "unix:%.50s", l->path); /* long paths cut */
     return;
   }
   if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) != 0) {
     snprintf(out, n, "?");
     return;
   }
-  char ip[64];
+  char ip[46];
   if (ss.ss_family == AF_INET6) {
     const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
     uv_ip6_name(s6, ip, sizeof ip);
-    snprintf(out, n, "[%s]:%u", ip, ntohs(s6->sin6_port));
+    snprintf(out, n, "[%.45s]:%u", ip, ntohs(s6->sin6_port));
   } else {
     const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
     uv_ip4_name(s4, ip, sizeof ip);
-    snprintf(out, n, "%s:%u", ip, ntohs(s4->sin_port));
+    snprintf(out, n, "%.15s:%u", ip, ntohs(s4->sin_port));
   }
 }
 
