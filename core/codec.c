@@ -135,6 +135,10 @@ int milter_decoder_feed(milter_decoder *d, const uint8_t *buf, size_t len,
     return 1;
   }
   size_t take = len - off;
+  if (take == 0) {
+    *consumed = off;
+    return 0;
+  }
   if (take > d->need - d->part_have)
     take = d->need - d->part_have;
   if (d->part_have + take > d->part_cap) {

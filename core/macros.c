@@ -50,8 +50,10 @@ const char *milter_ctx_macro(const milter_ctx *ctx, const char *name) {
   const char *q = bare(name, &qlen);
   for (int st = MAC_COUNT - 1; st >= 0; st--) {
     const char *p = ctx->macros[st];
+    if (p == NULL)
+      continue;
     const char *end = p + ctx->macro_len[st];
-    while (p != NULL && p < end) {
+    while (p < end) {
       const char *nend = memchr(p, '\0', (size_t)(end - p));
       if (nend == NULL || nend + 1 >= end)
         break; /* a name without value */
