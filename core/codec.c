@@ -219,6 +219,15 @@ static int one_string(const milter_packet *pkt, const char **s,
   return 0;
 }
 
+/* Commands and replies that carry no payload. */
+static int is_simple_cmd(uint8_t c) {
+  return c != 0 && strchr("AENQKT", c) != NULL;
+}
+
+static int is_simple_reply(uint8_t c) {
+  return c != 0 && strchr("acrtdsp4f", c) != NULL;
+}
+
 /* ======================================================================== */
 /* Commands                                                                 */
 /* ======================================================================== */
@@ -310,16 +319,11 @@ int milter_parse_cmd(const milter_packet *pkt, milter_cmd *out,
     return 0;
   case MILTER_CMD_UNKNOWN:
     return one_string(pkt, &out->u.unknown, why);
-  case MILTER_CMD_ABORT:
-  case MILTER_CMD_EOB:
-  case MILTER_CMD_EOH:
-  case MILTER_CMD_QUIT:
-  case MILTER_CMD_QUIT_NC:
-  case MILTER_CMD_DATA:
-    /* libmilter ignores a payload of these (EOB may even carry a last
-     * body chunk in old sendmails). */
-    return 0;
   default:
+    /* libmilter ignores a payload of A E N Q K T (EOB may even carry a
+     * last body chunk in old sendmails). */
+    if (is_simple_cmd(pkt->cmd))
+      return 0;
     return fail(why, "unknown command");
   }
 }
@@ -406,17 +410,9 @@ int milter_parse_reply(const milter_packet *pkt, milter_reply *out,
     out->u.body.data = pkt->data;
     out->u.body.len = pkt->len;
     return 0;
-  case MILTER_REPLY_ACCEPT:
-  case MILTER_REPLY_CONTINUE:
-  case MILTER_REPLY_REJECT:
-  case MILTER_REPLY_TEMPFAIL:
-  case MILTER_REPLY_DISCARD:
-  case MILTER_REPLY_SKIP:
-  case MILTER_REPLY_PROGRESS:
-  case MILTER_REPLY_SHUTDOWN:
-  case MILTER_REPLY_CONN_FAIL:
-    return 0;
   default:
+    if (is_simple_reply(pkt->cmd))
+      return 0;
     return fail(why, "unknown reply");
   }
 }
@@ -575,17 +571,9 @@ int milter_enc_unknown(milter_buf *b, const char *line) {
 }
 
 int milter_enc_simple(milter_buf *b, uint8_t cmd) {
-  switch (cmd) {
-  case MILTER_CMD_ABORT:
-  case MILTER_CMD_EOB:
-  case MILTER_CMD_EOH:
-  case MILTER_CMD_QUIT:
-  case MILTER_CMD_QUIT_NC:
-  case MILTER_CMD_DATA:
-    return milter_enc_packet(b, cmd, NULL, 0);
-  default:
+  if (!is_simple_cmd(cmd))
     return MILTER_E_INVAL;
-  }
+  return milter_enc_packet(b, cmd, NULL, 0);
 }
 
 int milter_enc_optneg_reply(milter_buf *b, uint32_t version, uint32_t actions,
@@ -610,20 +598,9 @@ int milter_enc_optneg_reply(milter_buf *b, uint32_t version, uint32_t actions,
 }
 
 int milter_enc_reply_simple(milter_buf *b, uint8_t code) {
-  switch (code) {
-  case MILTER_REPLY_ACCEPT:
-  case MILTER_REPLY_CONTINUE:
-  case MILTER_REPLY_REJECT:
-  case MILTER_REPLY_TEMPFAIL:
-  case MILTER_REPLY_DISCARD:
-  case MILTER_REPLY_SKIP:
-  case MILTER_REPLY_PROGRESS:
-  case MILTER_REPLY_SHUTDOWN:
-  case MILTER_REPLY_CONN_FAIL:
-    return milter_enc_packet(b, code, NULL, 0);
-  default:
+  if (!is_simple_reply(code))
     return MILTER_E_INVAL;
-  }
+  return milter_enc_packet(b, code, NULL, 0);
 }
 
 #define REPLY_MAX_LINES 32 /* libmilter MAXREPLIES */
