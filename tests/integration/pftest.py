@@ -36,6 +36,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import smtplib
@@ -352,11 +353,19 @@ class Milter:
     one log file (.log_path, read with .log()).  ready_log: a regex that
     must appear in its output before start() returns; ready_port: a
     127.0.0.1 port to see listening (without connecting to it).  Stopped with SIGTERM (then SIGKILL after
-    stop_timeout) on stop() / context exit.  .returncode after stop()."""
+    stop_timeout) on stop() / context exit.  .returncode after stop().
+    wrap: run it under $PFTEST_WRAPPER if set (valgrind, strace...): pass
+    wrap=True for our own programs, not for the reference milter."""
 
     def __init__(self, argv, ready_log=None, ready_port=None, env=None,
-                 log_path=None, start_timeout=10.0, stop_timeout=10.0):
+                 log_path=None, start_timeout=10.0, stop_timeout=10.0,
+                 wrap=False):
         self.argv = [str(a) for a in argv]
+        if wrap and os.environ.get("PFTEST_WRAPPER"):
+            # e.g. PFTEST_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full"
+            self.argv = shlex.split(os.environ["PFTEST_WRAPPER"]) + self.argv
+            start_timeout *= 3
+            stop_timeout *= 3
         self.ready_log = ready_log
         self.ready_port = ready_port
         self.env = env
@@ -596,6 +605,11 @@ class Postfix:
         with open(os.path.join(self.config_dir, "master.cf"), "w", encoding="utf-8") as f:
             f.write(MASTER_CF.format(port="127.0.0.1:%d" % self.port, python=SYSTEM_PYTHON,
                                      dir=self.dir, out=self.out_dir))
+        # Postfix waits (in 300 ms steps, ~2 s) until a config file it reads
+        # is a little old, in case it is still being edited: backdate them.
+        old = time.time() - 60
+        for name in ("main.cf", "master.cf"):
+            os.utime(os.path.join(self.config_dir, name), (old, old))
 
     # ---- commands --------------------------------------------------------
 
@@ -626,7 +640,9 @@ class Postfix:
             self._write_config()
             self.run([POSTFIX, "-c", self.config_dir, "start"], timeout=timeout)
             self.running = True
-            self.wait_log(r"daemon started", timeout)
+            # `postfix start` returns once master has initialised (master -w),
+            # so its listeners exist; its "daemon started" line may reach
+            # maillog_file a second later (postlogd is started on demand).
             # No probe connection: with a milter configured it would show
             # up as an SMTP client in the milter's log.
             wait_for(lambda: tcp_listening(self.port), timeout,

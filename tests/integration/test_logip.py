@@ -37,7 +37,8 @@ class LogipTest(unittest.TestCase):
     def test_logip_sees_client(self):
         port = pftest.free_port()
         spec = "inet:%d@127.0.0.1" % port
-        with pftest.Milter([logip(), spec], ready_log=r"listening on") as m, \
+        with pftest.Milter([logip(), spec], ready_log=r"listening on",
+                           wrap=True) as m, \
                 pftest.Postfix(milter="inet:127.0.0.1:%d" % port,
                                main={"milter_default_action": "tempfail"}) as pf:
             msg = pftest.message(subject="logip test",
