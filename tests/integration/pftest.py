@@ -32,6 +32,7 @@ in out_dir/<recipient lower-cased>/<stamp>.eml (+ .json with the envelope).
 Nothing ever leaves the machine: default/relay transports are error(8).
 """
 
+import atexit
 import contextlib
 import json
 import os
@@ -63,6 +64,94 @@ class HarnessError(Exception):
     pass
 
 
+# Everything started and not yet stopped, stopped at exit whatever happens
+# (exceptions, sys.exit, SIGTERM/SIGHUP/SIGINT through main()).
+_LIVE = []
+
+
+_SESSION = None
+
+
+def session_dir():
+    """A temp dir for this test process (milter logs, scratch files),
+    removed at exit unless $PFTEST_KEEP."""
+    global _SESSION
+    if _SESSION is None:
+        _SESSION = tempfile.mkdtemp(prefix="%s%d-session-" % (TMP_PREFIX, os.getpid()))
+        os.chmod(_SESSION, 0o755)
+    return _SESSION
+
+
+def _stop_all():
+    for obj in reversed(list(_LIVE)):
+        with contextlib.suppress(Exception):
+            obj.stop()
+    if _SESSION and not os.environ.get("PFTEST_KEEP"):
+        shutil.rmtree(_SESSION, ignore_errors=True)
+
+
+atexit.register(_stop_all)
+
+
+def _on_signal(signum, frame):
+    # Unwind through the finally/with blocks (they stop what they started).
+    raise SystemExit(128 + signum)
+
+
+def install_signal_handlers():
+    """Turn SIGTERM/SIGHUP into SystemExit so that a killed test (ctest
+    timeout) still stops its Postfix and milters.  SIGINT already raises
+    KeyboardInterrupt."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+
+
+TMP_PREFIX = "pftest-"
+
+
+def sweep_stale(tmp=None):
+    """Stop and delete instances left behind by test processes that died
+    without cleaning up (SIGKILL): temp dirs named pftest-<pid>-* whose pid
+    is gone."""
+    tmp = tmp or tempfile.gettempdir()
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return
+    for n in names:
+        m = re.match(re.escape(TMP_PREFIX) + r"(\d+)-", n)
+        if not m or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+            continue
+        d = os.path.join(tmp, n)
+        cfg = os.path.join(d, "etc")
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = _pids_with_env("MAIL_CONFIG", cfg) + _pids_with_env("PFTEST_SESSION", d)
+            for p in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(p, sig)
+            if pids:
+                time.sleep(0.5)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _pids_with_env(name, value):
+    """Processes whose environment holds name=value (Postfix passes
+    MAIL_CONFIG=<config_dir> to every process of an instance)."""
+    key = ("%s=%s" % (name, value)).encode()
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or int(p) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/environ" % p, "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if key in env:
+            out.append(int(p))
+    return out
+
+
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
@@ -92,6 +181,18 @@ def build_artifact(*parts):
     if not os.access(p, os.X_OK):
         raise HarnessError("not built: %s (set MF_BUILD_DIR)" % p)
     return p
+
+
+def data_path(*parts):
+    """A file under tests/data/integration ($MF_TEST_DATA/integration when
+    set by ctest)."""
+    base = os.environ.get("MF_TEST_DATA") or os.path.join(HERE, "..", "data")
+    return os.path.join(os.path.abspath(base), "integration", *parts)
+
+
+def read_data(*parts):
+    with open(data_path(*parts), "rb") as f:
+        return f.read()
 
 
 def free_port():
@@ -373,7 +474,8 @@ class Milter:
         self.stop_timeout = stop_timeout
         self._own_log = log_path is None
         if log_path is None:
-            fd, log_path = tempfile.mkstemp(prefix="pftest-milter-", suffix=".log")
+            fd, log_path = tempfile.mkstemp(prefix="milter-", suffix=".log",
+                                            dir=session_dir())
             os.close(fd)
         self.log_path = log_path
         self.proc = None
@@ -394,9 +496,12 @@ class Milter:
 
     def start(self):
         env = dict(os.environ)
+        # Marks the process as ours for sweep_stale() if we die unclean.
+        env["PFTEST_SESSION"] = session_dir()
         if self.env:
             env.update(self.env)
         logf = open(self.log_path, "ab")
+        _LIVE.append(self)
         try:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                          stdout=logf, stderr=subprocess.STDOUT,
@@ -443,6 +548,8 @@ class Milter:
                 self.proc.wait()
         self.returncode = self.proc.returncode
         self.proc = None
+        with contextlib.suppress(ValueError):
+            _LIVE.remove(self)
         return self.returncode
 
     def log(self):
@@ -526,7 +633,7 @@ class Postfix:
     # ---- layout --------------------------------------------------------
 
     def _layout(self):
-        self.dir = tempfile.mkdtemp(prefix="pftest-")
+        self.dir = tempfile.mkdtemp(prefix="%s%d-" % (TMP_PREFIX, os.getpid()))
         os.chmod(self.dir, 0o755)  # nobody (deliver.py) must traverse it
         self.config_dir = os.path.join(self.dir, "etc")
         self.queue_dir = os.path.join(self.dir, "spool")
@@ -634,6 +741,8 @@ class Postfix:
     def start(self, timeout=30.0):
         if self.running:
             return self
+        sweep_stale()
+        _LIVE.append(self)
         self._layout()
         try:
             self.port = free_port()
@@ -670,21 +779,8 @@ class Postfix:
             return None
 
     def _instance_pids(self):
-        """Every process started for this instance: Postfix passes
-        MAIL_CONFIG=<config_dir> in the environment of all its children."""
-        key = ("MAIL_CONFIG=%s" % self.config_dir).encode()
-        out = []
-        for p in os.listdir("/proc"):
-            if not p.isdigit() or int(p) == os.getpid():
-                continue
-            try:
-                with open("/proc/%s/environ" % p, "rb") as f:
-                    env = f.read().split(b"\0")
-            except OSError:
-                continue
-            if key in env:
-                out.append(int(p))
-        return out
+        """Every process started for this instance."""
+        return _pids_with_env("MAIL_CONFIG", self.config_dir)
 
     def stop(self):
         """Stop the instance (postfix stop, then kill leftovers) and delete
@@ -709,6 +805,8 @@ class Postfix:
                 with contextlib.suppress(HarnessError):
                     wait_for(lambda: not any(_alive(p) for p in pids), 3, "leftovers")
         self.running = False
+        with contextlib.suppress(ValueError):
+            _LIVE.remove(self)
         if self.keep:
             sys.stderr.write("pftest: kept %s\n" % self.dir)
         else:
@@ -863,4 +961,5 @@ def main():
     unittest tests of __main__ (exit 0 = all passed)."""
     import unittest
     require_root()
+    install_signal_handlers()
     unittest.main(module="__main__", verbosity=2)

@@ -31,6 +31,9 @@ class LogipTest(unittest.TestCase):
         # Every header we sent arrives, in order, after Postfix's Received:.
         self.assertEqual(d.headers[-len(sent_headers):], sent_headers)
         self.assertEqual([n for n, _ in d.headers[:-len(sent_headers)]], ["Received"])
+        # Byte for byte: Postfix's Received: header, then exactly what we sent.
+        self.assertTrue(d.raw.startswith(b"Received: "), d.raw[:200])
+        self.assertEqual(d.raw[-len(msg):], msg)
         self.assertEqual(d.envelope["sender"], SENDER)
         self.assertEqual(d.envelope["recipient"], RCPT)
 
@@ -41,8 +44,8 @@ class LogipTest(unittest.TestCase):
                            wrap=True) as m, \
                 pftest.Postfix(milter="inet:127.0.0.1:%d" % port,
                                main={"milter_default_action": "tempfail"}) as pf:
-            msg = pftest.message(subject="logip test",
-                                 body="Line one.\n.leading dot\n\nLast line.\n")
+            # Folded header, empty value, dot-stuffed lines, trailing spaces.
+            msg = pftest.read_data("plain.eml")
             r = pf.send(SENDER, [RCPT], msg)
             self.assertTrue(r.ok, r)
             self.assert_delivered_unchanged(pf, msg)
