@@ -52,6 +52,7 @@ POSTFIX = shutil.which("postfix", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr
 POSTQUEUE = shutil.which("postqueue", path="/usr/sbin:/usr/bin") or "/usr/sbin/postqueue"
 POSTCAT = shutil.which("postcat", path="/usr/sbin:/usr/bin") or "/usr/sbin/postcat"
 POSTSUPER = shutil.which("postsuper", path="/usr/sbin:/usr/bin") or "/usr/sbin/postsuper"
+SENDMAIL = shutil.which("sendmail", path="/usr/sbin:/usr/lib") or "/usr/sbin/sendmail"
 POSTCONF = shutil.which("postconf", path="/usr/sbin:/usr/bin") or "/usr/sbin/postconf"
 # deliver.py runs as nobody under pipe(8): use the system interpreter, not a
 # per-user one (pyenv shims live under /root).
@@ -840,6 +841,15 @@ class Postfix:
             return c.send(sender, rcpts, msg, mail_options, rcpt_options)
         finally:
             c.close()
+
+    def submit(self, sender, rcpts, msg, args=()):
+        """Local submission with sendmail(1) -C DIR (pickup -> cleanup: the
+        non_smtpd_milters path).  msg: bytes (LF line ends).  Returns the
+        CompletedProcess (returncode 0 = queued)."""
+        if isinstance(rcpts, str):
+            rcpts = [rcpts]
+        argv = [SENDMAIL, "-C", self.config_dir, "-f", sender, "-i"] + list(args) + ["--"] + list(rcpts)
+        return self.run(argv, check=False, input=msg)
 
     # ---- results ---------------------------------------------------------
 

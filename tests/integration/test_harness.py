@@ -95,6 +95,17 @@ class WithPymilter(unittest.TestCase):
             m.wait_log(r"eom queue_id=%s" % got.envelope["queue_id"])
             m.wait_log(r"close")
 
+    def test_local_submission_goes_through_non_smtpd_milters(self):
+        port = pftest.free_port()
+        with ref_milter(port, "--addheader", "X-Ref:local") as m, \
+                pftest.Postfix(milter="inet:127.0.0.1:%d" % port) as pf:
+            r = pf.submit(SENDER, ["local@" + D], pftest.message(subject="submitted"))
+            self.assertEqual(r.returncode, 0, r.stderr)
+            got = pf.wait_delivered("local@" + D)[0]
+            self.assertEqual(got.header("X-Ref"), ["local"])
+            self.assertEqual(got.header("Subject"), ["submitted"])
+            m.wait_log(r"connect host=localhost addr=127\.0\.0\.1")  # Postfix fakes it
+
     def test_custom_reply_at_mail(self):
         port = pftest.free_port()
         with ref_milter(port, "--at", "envfrom=reject",
