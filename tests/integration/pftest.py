@@ -363,19 +363,23 @@ class Client:
     def has_ext(self, name):
         return self.smtp.has_extn(name)
 
-    def mail(self, sender, options=()):
+    @staticmethod
+    def _reply(fn, *args):
+        """(code, text) of one smtplib call; (None, why) if the server hung
+        up, (code, text) of an SMTPResponseException (e.g. DATA refused)."""
         try:
-            c, t = self.smtp.mail(sender, list(options))
+            c, t = fn(*args)
+        except smtplib.SMTPResponseException as e:
+            return e.smtp_code, _txt(e.smtp_error)
         except smtplib.SMTPServerDisconnected as e:
             return (None, str(e))
         return c, _txt(t)
 
+    def mail(self, sender, options=()):
+        return self._reply(self.smtp.mail, sender, list(options))
+
     def rcpt(self, rcpt, options=()):
-        try:
-            c, t = self.smtp.rcpt(rcpt, list(options))
-        except smtplib.SMTPServerDisconnected as e:
-            return (None, str(e))
-        return c, _txt(t)
+        return self._reply(self.smtp.rcpt, rcpt, list(options))
 
     def data(self, msg, raw=False):
         """Send DATA + the message (bytes or str, UTF-8; dots are stuffed).
@@ -386,20 +390,14 @@ class Client:
             msg = msg.encode("utf-8")
         if not raw:
             msg = re.sub(rb"\r?\n", b"\r\n", msg)
-        try:
-            c, t = self.smtp.data(msg)
-        except smtplib.SMTPDataError as e:
-            return e.smtp_code, _txt(e.smtp_error)
-        except smtplib.SMTPServerDisconnected as e:
-            return (None, str(e))
-        return c, _txt(t)
+        return self._reply(self.smtp.data, msg)
 
     def rset(self):
-        try:
-            c, t = self.smtp.rset()
-        except smtplib.SMTPServerDisconnected as e:
-            return (None, str(e))
-        return c, _txt(t)
+        return self._reply(self.smtp.rset)
+
+    def command(self, line):
+        """Any SMTP command (e.g. "NOOP", "VRFY x"): (code, text)."""
+        return self._reply(self.smtp.docmd, line)
 
     def send(self, sender, rcpts, msg, mail_options=(), rcpt_options=()):
         """One transaction: MAIL, each RCPT, DATA.  Returns a SendResult;
@@ -713,8 +711,9 @@ class Postfix:
         with open(os.path.join(self.config_dir, "master.cf"), "w", encoding="utf-8") as f:
             f.write(MASTER_CF.format(port="127.0.0.1:%d" % self.port, python=SYSTEM_PYTHON,
                                      dir=self.dir, out=self.out_dir))
-        # Postfix waits (in 300 ms steps, ~2 s) until a config file it reads
-        # is a little old, in case it is still being edited: backdate them.
+        # Postfix re-reads a config file that changed very recently, in case
+        # it is still being edited (load_file(3): 300 ms steps, ~2 s for
+        # every command).  Back-date them.
         old = time.time() - 60
         for name in ("main.cf", "master.cf"):
             os.utime(os.path.join(self.config_dir, name), (old, old))
