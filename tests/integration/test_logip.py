@@ -56,8 +56,21 @@ class LogipTest(unittest.TestCase):
             self.assertEqual(m.log().count(": client "), 1, m.log())
             # Postfix reports no milter trouble.
             self.assertEqual(pf.log_lines(r"milter|warning"), [])
-        # SIGTERM from the harness: clean exit.
+
+            # ACCEPT at connect covers the whole SMTP session: two more
+            # messages on a second connection, one more log line.
+            with pf.client(helo="second.test.example") as c:
+                for i in range(2):
+                    r = c.send(SENDER, [RCPT], pftest.message(subject="again %d" % i))
+                    self.assertTrue(r.ok, r)
+            self.assertEqual(len(pf.wait_delivered(RCPT, 3)), 3)
+            m.wait_log(r"(?s)client 127\.0\.0\.1.*client 127\.0\.0\.1")
+            pf.wait_log(r"disconnect from .* mail=2 rcpt=2 data=2")
+            self.assertEqual(m.log().count(": client "), 2, m.log())
+            self.assertEqual(pf.log_lines(r"milter|warning"), [])
+        # SIGTERM from the harness: clean exit, nothing to complain about.
         self.assertEqual(m.returncode, 0, m.log())
+        self.assertNotRegex(m.log(), r"(?m): (error|warning): ")
 
     def test_milter_down_tempfail(self):
         port = pftest.free_port()  # nothing listens there
