@@ -432,6 +432,16 @@ void milter_session_finish(milter_ctx *ctx, uint8_t cmd, milter_status st) {
     ctx->pending = cmd;
     return;
   }
+  if (st == MILTER_CLOSE) {
+    /* No reply: the MTA sees the connection end and applies its
+     * milter_default_action (Postfix) / F= flags (Sendmail). */
+    milter_ctx_log(ctx, MILTER_LOG_WARNING,
+                   "closing: the filter dropped the connection at %s",
+                   milter_cmd_name(cmd));
+    ctx->close_req = 1;
+    milter_actions_clear(ctx);
+    return;
+  }
   emit(ctx, cmd, st);
   if (cmd == MILTER_CMD_EOB) {
     /* The message ended normally: its state goes, no abort callback. */
@@ -655,6 +665,8 @@ int milter_session_feed(milter_ctx *ctx, const uint8_t *buf, size_t len) {
     r = on_packet(ctx, &pkt);
     if (r < 0)
       return r;
+    if (ctx->close_req)
+      return MILTER_E_CLOSED;
     if (ctx->pending) {
       if (off < len &&
           milter_buf_append(&ctx->backlog, buf + off, len - off) < 0)
@@ -666,6 +678,8 @@ int milter_session_feed(milter_ctx *ctx, const uint8_t *buf, size_t len) {
 }
 
 int milter_session_resume(milter_ctx *ctx) {
+  if (ctx->close_req)
+    return MILTER_E_CLOSED;
   if (ctx->pending)
     return MILTER_SESSION_PAUSED;
   if (ctx->backlog.len == 0)

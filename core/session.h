@@ -104,6 +104,7 @@ struct milter_ctx {
   unsigned has_newbody : 1; /* replacebody called (even with 0 bytes) */
   unsigned gone : 1;        /* the MTA connection is closed */
   unsigned closed : 1;      /* close callback has run for this connect */
+  unsigned close_req : 1;   /* the filter returned MILTER_CLOSE */
   char peer[60];
 };
 

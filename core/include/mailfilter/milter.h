@@ -86,7 +86,11 @@ typedef enum milter_status {
                           MILTER_P_SKIP from the MTA, which is asked for
                           whenever a body callback is set; elsewhere and
                           without it: CONTINUE) */
-  MILTER_PENDING = 16  /* reply later with milter_ctx_reply() */
+  MILTER_PENDING = 16, /* reply later with milter_ctx_reply() */
+  MILTER_CLOSE = 32    /* send nothing and close this MTA connection (the
+                          MTA then applies its default action, e.g.
+                          Postfix's milter_default_action); the close
+                          callback runs as for any end of connection */
 } milter_status;
 
 /* ======================================================================== */

@@ -34,10 +34,10 @@
  *     called by the thread that created the filter.
  *
  * ERRORS
- *   Functions return 0 or a negative error: MF_E_* below, or a core
- *   MILTER_E_* / MF_ADDR_E_* / MF_HDR_E_* code passed through from the lower
- *   layer (the ranges do not overlap in meaning: use mf_strerror(), which
- *   knows them all).
+ *   Functions of this header return 0 or a negative MF_E_* code (below);
+ *   errors of the lower layers are mapped to one of them, and the details
+ *   (which address, which header, the errno text) are in mf_trx_errmsg()
+ *   or the log line.  mf_strerror() names a code.
  */
 #ifndef MAILFILTER_MAILFILTER_H
 #define MAILFILTER_MAILFILTER_H
@@ -144,8 +144,13 @@ typedef struct mf_opts {
   uint64_t max_body;           /* default 100 MiB; 0 = unlimited */
   mf_action_kind body_limit;   /* default MF_DO_REJECT (552 5.3.4);
                                   MF_DO_TRUNCATE or MF_DO_ACCEPT */
-  size_t max_rcpts;            /* default 1000; more are tempfailed
-                                  (452 4.5.3) one by one */
+  size_t max_rcpts;            /* default 1000 (Postfix's own
+                                  smtpd_recipient_limit); recipients past
+                                  it are not stored, and the message gets
+                                  rcpt_limit at the decision */
+  mf_action_kind rcpt_limit;   /* default MF_DO_TEMPFAIL (452 4.5.3);
+                                  MF_DO_TRUNCATE: decide on the first
+                                  max_rcpts (mf_trx_truncated() is 1) */
   mf_mta mta;                  /* default MF_MTA_AUTO */
   milter_server_opts server;   /* socket, timeouts, logging; defaults of
                                   milter_server_opts_init() */
@@ -171,10 +176,7 @@ MF_API void mf_filter_free(mf_filter *f);
 /* The underlying core server (e.g. for milter_server_port()). */
 MF_API milter_server *mf_filter_server(const mf_filter *f);
 
-/* Text for any error code of the library (MF_E_*, MILTER_E_*, MF_ADDR_E_*,
- * MF_HDR_E_* are told apart by the function that returned them; this one
- * takes the module into account: pass the code as returned by an mf_*
- * function). */
+/* A static text for an MF_E_* code. */
 MF_API const char *mf_strerror(int err);
 
 /* ======================================================================== */
@@ -195,9 +197,18 @@ MF_API const char *mf_trx_helo(const mf_trx *trx); /* NULL before HELO */
 /* Envelope (NULL / 0 before the stage that brings it). */
 MF_API const mf_addr *mf_trx_mail_from(const mf_trx *trx);
 MF_API const mf_addr_params *mf_trx_mail_params(const mf_trx *trx);
+/* MAIL FROM as the MTA sent it ("<a@b>"), even when it did not parse
+ * (mf_trx_mail_from() is then NULL); after mf_trx_change_from() the new
+ * one. */
+MF_API const char *mf_trx_mail_raw(const mf_trx *trx);
 MF_API size_t mf_trx_rcpt_count(const mf_trx *trx);
 MF_API const mf_addr *mf_trx_rcpt(const mf_trx *trx, size_t i);
 MF_API const mf_addr_params *mf_trx_rcpt_params(const mf_trx *trx, size_t i);
+/* Recipient i as the MTA sent it ("<a@b>"), or as added. */
+MF_API const char *mf_trx_rcpt_raw(const mf_trx *trx, size_t i);
+
+/* Why the last mf_trx_* call on trx failed (one line, "" if none). */
+MF_API const char *mf_trx_errmsg(const mf_trx *trx);
 
 /* Headers (empty before the header stage).  The collection is the trx's:
  * edit it in place; the diff engine sends the changes. */
@@ -261,7 +272,11 @@ enum {
   MF_E_INVAL = -102,
   MF_E_STATE = -103,   /* call not allowed now (e.g. body before EOM) */
   MF_E_IO = -104,      /* spool file I/O */
-  MF_E_LIMIT = -105
+  MF_E_LIMIT = -105,   /* a configured limit was reached */
+  MF_E_NOTSUP = -106,  /* the MTA did not grant the action this needs */
+  MF_E_ADDR = -107,    /* malformed address or ESMTP arguments */
+  MF_E_HEADER = -108,  /* header collection refused the edit */
+  MF_E_SERVER = -109   /* the core server failed (listen, start) */
 };
 
 #ifdef __cplusplus

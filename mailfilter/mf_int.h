@@ -1,0 +1,79 @@
+/* mf_int.h -- internals shared by the mailfilter sources. */
+#ifndef MAILFILTER_MF_INT_H
+#define MAILFILTER_MF_INT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <mailfilter/mailfilter.h>
+#include <mailfilter/mf_engine.h>
+
+#include "spool.h"
+
+/* Recipient states. */
+#define MF_RCPT_ORIG 0x1u    /* came from the MTA */
+#define MF_RCPT_DELETED 0x2u /* removed by the decision function */
+
+typedef struct mf_rcpt {
+  mf_addr *addr;          /* NULL when the MTA's text did not parse */
+  mf_addr_params *params; /* may be NULL */
+  char *raw;              /* as the MTA sent it ("<a@b>") or as added */
+  char *args;             /* added: ESMTP args as given (NULL: none) */
+  unsigned flags;
+} mf_rcpt;
+
+typedef struct mf_macro {
+  char *name; /* without braces */
+  char *value;
+} mf_macro;
+
+struct mf_trx {
+  const mf_opts *opts;
+  mf_opts own_opts; /* when created with opts NULL */
+  mf_stage stage;   /* stage of the running / last decision */
+  mf_mta mta;       /* as set; MF_MTA_AUTO = look at macro v */
+  uint32_t actions, protocol, data_size;
+
+  /* connection */
+  char *hostname, *ip, *helo;
+  char family;
+  uint16_t port;
+  mf_macro *macros;
+  size_t nmacros, capmacros;
+
+  /* envelope */
+  char *from_raw; /* NULL before MAIL */
+  mf_addr *from;
+  mf_addr_params *from_params;
+  char *new_from, *new_from_args; /* change_from; NULL = unchanged */
+  mf_addr *new_from_addr;
+  mf_rcpt *rcpts;
+  size_t nrcpts, caprcpts;
+  size_t rcpt_over; /* recipients beyond max_rcpts (not stored) */
+
+  /* content */
+  mf_hdrs *hdrs;
+  size_t hdr_bytes;
+  int eoh_seen;
+  mf_spool body;
+  int truncated;
+  int limit; /* 0, 1 header, 2 body, 3 recipients */
+
+  /* the decision's outputs */
+  int body_replaced;
+  mf_spool newbody;
+  char *rcode, *xcode, *text;
+  char *qreason;
+  int in_call; /* inside decide()/validator or pending: edits allowed */
+
+  mf_engine_complete_fn complete;
+  void *complete_arg;
+  atomic_int pending; /* 1 while MF_PENDING waits for mf_trx_complete() */
+
+  char err[256];
+};
+
+void mf_trx_seterr(mf_trx *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#endif

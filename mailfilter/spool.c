@@ -1,0 +1,132 @@
+/* spool.c -- body spool: memory up to a threshold, then an unlinked temp
+ * file, so that a crash leaves nothing on disk. */
+#include "spool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mailfilter/mailfilter.h>
+
+void mf_spool_init(mf_spool *s, size_t mem_max, const char *dir) {
+  memset(s, 0, sizeof(*s));
+  s->fd = -1;
+  s->mem_max = mem_max;
+  s->dir = dir;
+}
+
+int mf_spool_tmpfile(const char *dir) {
+  if (dir == NULL || dir[0] == '\0') {
+    dir = getenv("TMPDIR");
+    if (dir == NULL || dir[0] == '\0')
+      dir = "/tmp";
+  }
+#ifdef O_TMPFILE
+  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0)
+    return fd;
+  /* EISDIR / EOPNOTSUPP / EINVAL: the file system (or kernel) has no
+   * O_TMPFILE; anything else (ENOENT, EACCES) fails below as well. */
+#endif
+  char path[PATH_MAX];
+  int n = snprintf(path, sizeof(path), "%s/mailfilter-XXXXXX", dir);
+  if (n < 0 || (size_t)n >= sizeof(path)) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  fd = mkostemp(path, O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  unlink(path);
+  return fd;
+}
+
+static int write_all(int fd, const void *data, size_t len) {
+  const uint8_t *p = data;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return MF_E_IO;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+int mf_spool_write(mf_spool *s, const void *data, size_t len) {
+  if (len == 0)
+    return 0;
+  if (s->fd < 0 && s->size + len > s->mem_max) {
+    int fd = mf_spool_tmpfile(s->dir);
+    if (fd < 0)
+      return MF_E_IO;
+    if (s->len > 0 && write_all(fd, s->mem, s->len) != 0) {
+      close(fd);
+      return MF_E_IO;
+    }
+    free(s->mem);
+    s->mem = NULL;
+    s->len = s->cap = 0;
+    s->fd = fd;
+  }
+  if (s->fd >= 0) {
+    int rc = write_all(s->fd, data, len);
+    if (rc != 0)
+      return rc;
+  } else {
+    if (s->len + len > s->cap) {
+      size_t cap = s->cap ? s->cap : 4096;
+      while (cap < s->len + len)
+        cap *= 2;
+      if (cap > s->mem_max && s->len + len <= s->mem_max)
+        cap = s->mem_max;
+      uint8_t *m = realloc(s->mem, cap);
+      if (m == NULL)
+        return MF_E_NOMEM;
+      s->mem = m;
+      s->cap = cap;
+    }
+    memcpy(s->mem + s->len, data, len);
+    s->len += len;
+  }
+  s->size += len;
+  return 0;
+}
+
+ssize_t mf_spool_read(const mf_spool *s, uint64_t off, void *buf, size_t len) {
+  if (buf == NULL && len > 0)
+    return MF_E_INVAL;
+  if (off >= s->size)
+    return 0;
+  if (len > s->size - off)
+    len = (size_t)(s->size - off);
+  if (len > SSIZE_MAX)
+    len = SSIZE_MAX;
+  if (s->fd < 0) {
+    memcpy(buf, s->mem + off, len);
+    return (ssize_t)len;
+  }
+  for (;;) {
+    ssize_t n = pread(s->fd, buf, len, (off_t)off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    return n < 0 ? MF_E_IO : n;
+  }
+}
+
+void mf_spool_reset(mf_spool *s) {
+  free(s->mem);
+  if (s->fd >= 0)
+    close(s->fd);
+  s->mem = NULL;
+  s->len = s->cap = 0;
+  s->fd = -1;
+  s->size = 0;
+}
