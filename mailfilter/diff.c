@@ -174,7 +174,7 @@ static int cancels(const mf_rcpt *orig, const mf_rcpt *added) {
     return 0;
   char *a = NULL;
   if (orig->params != NULL && mf_addr_params_count(orig->params) > 0 &&
-      mf_addr_params_format_alloc(orig->params, &a) != 0)
+      mf_addr_params_format_alloc(orig->params, &a) < 0)
     return 0;
   const char *b = added->args ? added->args : "";
   int same = strcmp(a ? a : "", b) == 0;
@@ -243,7 +243,7 @@ static int from_changed(const mf_trx *t) {
     return 1;
   char *a = NULL;
   if (t->from_params != NULL && mf_addr_params_count(t->from_params) > 0 &&
-      mf_addr_params_format_alloc(t->from_params, &a) != 0)
+      mf_addr_params_format_alloc(t->from_params, &a) < 0)
     return 1;
   int same = strcmp(a ? a : "", t->new_from_args ? t->new_from_args : "") == 0;
   free(a);

@@ -634,7 +634,7 @@ int mf_trx_change_from(mf_trx *t, const char *addr, const char *args) {
     mf_addr_params_free(p);
   }
   char *s = NULL;
-  if (mf_addr_format_alloc(a, MF_ADDR_FMT_BRACKETS, &s) != 0) {
+  if (mf_addr_format_alloc(a, MF_ADDR_FMT_BRACKETS, &s) < 0) {
     mf_addr_free(a);
     return MF_E_NOMEM;
   }
@@ -675,7 +675,7 @@ int mf_trx_add_rcpt(mf_trx *t, const char *addr, const char *args) {
   }
   mf_rcpt *r = &t->rcpts[t->nrcpts];
   memset(r, 0, sizeof(*r));
-  if (mf_addr_format_alloc(a, MF_ADDR_FMT_BRACKETS, &r->raw) != 0 ||
+  if (mf_addr_format_alloc(a, MF_ADDR_FMT_BRACKETS, &r->raw) < 0 ||
       (args && args[0] && (r->args = strdup(args)) == NULL)) {
     free(r->raw);
     goto nomem;
