@@ -674,7 +674,7 @@ static int build_desc(mf_filter *f) {
     d->cb.header = cb_header;
   if (s >= MF_STAGE_MAIL && s <= MF_STAGE_EOH)
     d->cb.eoh = cb_eoh;
-  if (s == MF_STAGE_EOM || (o->flags & MF_OPT_READ_BODY))
+  if (s == MF_STAGE_EOM)
     d->cb.body = cb_body;
   d->actions_wanted = MILTER_ACT_ALL;
   uint32_t nr = MILTER_P_NR_HDR | MILTER_P_NR_BODY | MILTER_P_NR_UNKN;

@@ -59,9 +59,16 @@ typedef struct mf_filter mf_filter;
 typedef struct mf_trx mf_trx;
 
 /* When the decision function runs.  At CONNECT and HELO it runs once per
- * connection and its verdict applies to every message of that connection;
- * at the later stages exactly once per message.  MF_STAGE_RCPT means after
- * the last RCPT (i.e. when DATA, or the first header, arrives). */
+ * connection and its verdict applies to every message of that connection
+ * (ACCEPT/REJECT/TEMPFAIL answer the connection; DISCARD and QUARANTINE are
+ * applied to each of its messages); at the later stages exactly once per
+ * message.  MF_STAGE_RCPT means after the last RCPT, i.e. when DATA
+ * arrives, as does MF_STAGE_DATA (an MTA older than protocol v4 sends no
+ * DATA: both then decide at end of headers).
+ * A decision before MF_STAGE_EOM that changes the message (or quarantines)
+ * is held until end of message, where the protocol allows changes; an
+ * ACCEPT without changes is answered at once, so the MTA sends nothing
+ * more of that message. */
 typedef enum mf_stage {
   MF_STAGE_CONNECT = 1,
   MF_STAGE_HELO = 2,
@@ -116,8 +123,6 @@ typedef mf_decision (*mf_rcpt_fn)(mf_trx *trx, const mf_addr *rcpt,
 
 /* Option flags. */
 #define MF_OPT_NONBLOCKING 0x1u /* run decide() on the loop thread */
-#define MF_OPT_READ_BODY 0x2u   /* decide() reads the body (implied by
-                                   MF_STAGE_EOM) */
 #define MF_OPT_RECREATE_HEADERS 0x4u /* re-create the whole header in order
                                         when any header changed */
 
@@ -201,6 +206,9 @@ MF_API const mf_addr_params *mf_trx_mail_params(const mf_trx *trx);
  * (mf_trx_mail_from() is then NULL); after mf_trx_change_from() the new
  * one. */
 MF_API const char *mf_trx_mail_raw(const mf_trx *trx);
+/* The recipients as they are now: the MTA's (minus those a validator
+ * refused), minus mf_trx_del_rcpt(), plus mf_trx_add_rcpt(), in that
+ * order. */
 MF_API size_t mf_trx_rcpt_count(const mf_trx *trx);
 MF_API const mf_addr *mf_trx_rcpt(const mf_trx *trx, size_t i);
 MF_API const mf_addr_params *mf_trx_rcpt_params(const mf_trx *trx, size_t i);
@@ -214,7 +222,8 @@ MF_API const char *mf_trx_errmsg(const mf_trx *trx);
  * edit it in place; the diff engine sends the changes. */
 MF_API mf_hdrs *mf_trx_headers(mf_trx *trx);
 
-/* Body (only at MF_STAGE_EOM, or with MF_OPT_READ_BODY).  Size in bytes as
+/* Body (only at MF_STAGE_EOM: at earlier stages the library asks the MTA
+ * not to send it at all).  Size in bytes as
  * received (CRLF line ends).  mf_trx_body_mem() is the whole body while it
  * is in memory, NULL once spooled to a file; mf_trx_body_fd() is the file
  * (read it with pread; do not close it), -1 while in memory;
@@ -228,7 +237,11 @@ MF_API ssize_t mf_trx_body_read(const mf_trx *trx, uint64_t off, void *buf,
 MF_API int mf_trx_truncated(const mf_trx *trx);
 
 /* Macros by name ("i", "{i}", "{auth_authen}"); NULL when the MTA did not
- * send it. */
+ * send it.  The trx holds a copy, taken when the decision starts, of the
+ * standard macros (Postfix's default milter_*_macros: j _ v i
+ * {daemon_name} {client_addr} {auth_type} {auth_authen} {mail_addr}
+ * {rcpt_addr} {cert_subject} {tls_version} ... ) and of those listed in
+ * mf_opts.macros; other names give NULL. */
 MF_API const char *mf_trx_macro(const mf_trx *trx, const char *name);
 MF_API const char *mf_trx_queue_id(const mf_trx *trx);
 /* The SMTP AUTH user, NULL when the client did not authenticate (absent or
