@@ -7,6 +7,8 @@ bash scripts/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build -j"$(nproc)"
 SPEC="${1:-inet:10025@127.0.0.1}"
+EX=external
+[ -x build/examples/external ] || EX=logip
 cat <<TXT
 
 Built.  Add these two lines to Postfix's /etc/postfix/main.cf and run 'postfix reload':
@@ -14,6 +16,6 @@ Built.  Add these two lines to Postfix's /etc/postfix/main.cf and run 'postfix r
 smtpd_milters = inet:127.0.0.1:10025
 non_smtpd_milters = \$smtpd_milters
 
-Now running: build/examples/logip $SPEC   (Ctrl-C stops it)
+Now running: build/examples/$EX $SPEC   (Ctrl-C stops it)
 TXT
-exec build/examples/logip "$SPEC"
+exec "build/examples/$EX" "$SPEC"
