@@ -168,7 +168,8 @@ static int header_actions(mf_trx *t, alist *l) {
 
 /* An added recipient that cancels a deleted original one (same address,
  * same args): neither is sent. */
-static int cancels(const mf_rcpt *orig, const mf_rcpt *added) {
+static int cancels(mf_trx *t, mf_rcpt *orig, mf_rcpt *added) {
+  mf_trx_parse_rcpt(t, orig);
   if (orig->addr == NULL || added->addr == NULL ||
       mf_addr_equal(orig->addr, added->addr) != 1)
     return 0;
@@ -188,12 +189,12 @@ static int rcpt_actions(mf_trx *t, alist *l) {
   if (skip == NULL)
     return MF_E_NOMEM;
   for (size_t i = 0; i < n; i++) {
-    const mf_rcpt *r = &t->rcpts[i];
+    mf_rcpt *r = &t->rcpts[i];
     if ((r->flags & MF_RCPT_ORIG) && (r->flags & MF_RCPT_DELETED))
       for (size_t k = 0; k < n; k++) {
-        const mf_rcpt *q = &t->rcpts[k];
+        mf_rcpt *q = &t->rcpts[k];
         if (!skip[k] && !(q->flags & MF_RCPT_ORIG) &&
-            !(q->flags & MF_RCPT_DELETED) && cancels(r, q)) {
+            !(q->flags & MF_RCPT_DELETED) && cancels(t, r, q)) {
           skip[i] = skip[k] = 1;
           break;
         }
@@ -235,9 +236,10 @@ static int rcpt_actions(mf_trx *t, alist *l) {
   return rc;
 }
 
-static int from_changed(const mf_trx *t) {
+static int from_changed(mf_trx *t) {
   if (t->new_from == NULL)
     return 0;
+  mf_trx_parse_from(t);
   if (t->from == NULL || t->new_from_addr == NULL ||
       mf_addr_equal(t->from, t->new_from_addr) != 1)
     return 1;

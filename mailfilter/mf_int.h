@@ -19,6 +19,10 @@ typedef struct mf_rcpt {
   mf_addr_params *params; /* may be NULL */
   char *raw;              /* as the MTA sent it ("<a@b>") or as added */
   char *args;             /* added: ESMTP args as given (NULL: none) */
+  char *argv;             /* from the MTA: its ESMTP args, NUL-separated */
+  size_t argc;
+  int parsed;             /* addr/params are valid (parsed on first use:
+                             most filters never look at most addresses) */
   unsigned flags;
 } mf_rcpt;
 
@@ -45,6 +49,9 @@ struct mf_trx {
   char *from_raw; /* NULL before MAIL */
   mf_addr *from;
   mf_addr_params *from_params;
+  char *from_argv; /* ESMTP args, NUL-separated */
+  size_t from_argc;
+  int from_parsed;
   char *new_from, *new_from_args; /* change_from; NULL = unchanged */
   mf_addr *new_from_addr;
   mf_rcpt *rcpts;
@@ -72,6 +79,11 @@ struct mf_trx {
 
   char err[256];
 };
+
+/* Parse the MTA's text on first use (addr NULL when it does not parse;
+ * the reason goes to t->err). */
+void mf_trx_parse_rcpt(mf_trx *t, mf_rcpt *r);
+void mf_trx_parse_from(mf_trx *t);
 
 void mf_trx_seterr(mf_trx *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

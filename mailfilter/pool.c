@@ -13,6 +13,7 @@ struct mf_pool {
   pthread_cond_t cv;
   mf_job *head, *tail;
   int stopping;
+  unsigned idle; /* workers waiting on cv: signal only when one is */
   unsigned n;
   pthread_t *threads;
 };
@@ -21,8 +22,11 @@ static void *worker(void *arg) {
   mf_pool *p = arg;
   pthread_mutex_lock(&p->mu);
   for (;;) {
-    while (p->head == NULL && !p->stopping)
+    while (p->head == NULL && !p->stopping) {
+      p->idle++;
       pthread_cond_wait(&p->cv, &p->mu);
+      p->idle--;
+    }
     mf_job *j = p->head;
     if (j == NULL)
       break; /* stopping and drained */
@@ -70,7 +74,10 @@ int mf_pool_push(mf_pool *p, mf_job *job) {
   else
     p->head = job;
   p->tail = job;
-  pthread_cond_signal(&p->cv);
+  /* A busy worker picks the job up when it finishes its own: waking an
+   * idle one is needed only when there is one. */
+  if (p->idle > 0)
+    pthread_cond_signal(&p->cv);
   pthread_mutex_unlock(&p->mu);
   return 0;
 }

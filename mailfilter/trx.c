@@ -110,6 +110,7 @@ static void free_rcpts(mf_trx *t) {
     mf_addr_params_free(t->rcpts[i].params);
     free(t->rcpts[i].raw);
     free(t->rcpts[i].args);
+    free(t->rcpts[i].argv);
   }
   t->nrcpts = 0;
 }
@@ -133,6 +134,10 @@ void mf_engine_reset_message(mf_trx *t) {
   free(t->new_from);
   free(t->new_from_args);
   mf_addr_free(t->new_from_addr);
+  free(t->from_argv);
+  t->from_argv = NULL;
+  t->from_argc = 0;
+  t->from_parsed = 0;
   t->from_raw = t->new_from = t->new_from_args = NULL;
   t->from = NULL;
   t->new_from_addr = NULL;
@@ -251,13 +256,69 @@ static int parse_env(mf_trx *t, size_t argc, const char *const *argv,
   return 0;
 }
 
+/* argv[1..argc-1] packed as "a\0b\0"; NULL when there are none. */
+static int pack_args(size_t argc, const char *const *argv, char **out) {
+  *out = NULL;
+  if (argc < 2)
+    return 0;
+  size_t n = 0;
+  for (size_t i = 1; i < argc; i++)
+    n += strlen(argv[i] ? argv[i] : "") + 1;
+  char *b = malloc(n), *p = b;
+  if (b == NULL)
+    return MF_E_NOMEM;
+  for (size_t i = 1; i < argc; i++) {
+    size_t l = strlen(argv[i] ? argv[i] : "") + 1;
+    memcpy(p, argv[i] ? argv[i] : "", l);
+    p += l;
+  }
+  *out = b;
+  return 0;
+}
+
+static int parse_packed(mf_trx *t, const char *raw, const char *packed,
+                        size_t nargs, int is_from, mf_addr **addr,
+                        mf_addr_params **params) {
+  const char *stackv[16];
+  const char **v = nargs + 1 <= 16 ? stackv : malloc((nargs + 1) * sizeof(*v));
+  if (v == NULL)
+    return MF_E_NOMEM;
+  v[0] = raw;
+  const char *p = packed;
+  for (size_t i = 1; i <= nargs; i++) {
+    v[i] = p;
+    p += strlen(p) + 1;
+  }
+  int rc = parse_env(t, nargs + 1, v, is_from, addr, params);
+  if (v != stackv)
+    free(v);
+  return rc;
+}
+
+void mf_trx_parse_from(mf_trx *t) {
+  if (t->from_parsed || t->from_raw == NULL)
+    return;
+  t->from_parsed = 1;
+  parse_packed(t, t->from_raw, t->from_argv, t->from_argc, 1, &t->from,
+               &t->from_params);
+}
+
+void mf_trx_parse_rcpt(mf_trx *t, mf_rcpt *r) {
+  if (r->parsed)
+    return;
+  r->parsed = 1;
+  parse_packed(t, r->raw, r->argv, r->argc, 0, &r->addr, &r->params);
+}
+
 int mf_engine_mail(mf_trx *t, size_t argc, const char *const *argv) {
   if (t == NULL || argc < 1 || argv == NULL || argv[0] == NULL)
     return MF_E_INVAL;
   mf_engine_reset_message(t);
-  if (set_str(&t->from_raw, argv[0]) != 0 || ensure_hdrs(t) != 0)
+  if (set_str(&t->from_raw, argv[0]) != 0 || ensure_hdrs(t) != 0 ||
+      pack_args(argc, argv, &t->from_argv) != 0)
     return MF_E_NOMEM;
-  return parse_env(t, argc, argv, 1, &t->from, &t->from_params);
+  t->from_argc = argc - 1;
+  return 0;
 }
 
 int mf_engine_rcpt(mf_trx *t, size_t argc, const char *const *argv) {
@@ -280,11 +341,15 @@ int mf_engine_rcpt(mf_trx *t, size_t argc, const char *const *argv) {
   }
   mf_rcpt *r = &t->rcpts[t->nrcpts];
   memset(r, 0, sizeof(*r));
-  if ((r->raw = strdup(argv[0])) == NULL)
+  if ((r->raw = strdup(argv[0])) == NULL ||
+      pack_args(argc, argv, &r->argv) != 0) {
+    free(r->raw);
     return MF_E_NOMEM;
+  }
+  r->argc = argc - 1;
   r->flags = MF_RCPT_ORIG;
   t->nrcpts++;
-  return parse_env(t, argc, argv, 0, &r->addr, &r->params);
+  return 0;
 }
 
 void mf_engine_rcpt_drop_last(mf_trx *t) {
@@ -295,6 +360,7 @@ void mf_engine_rcpt_drop_last(mf_trx *t) {
   mf_addr_params_free(r->params);
   free(r->raw);
   free(r->args);
+  free(r->argv);
 }
 
 int mf_engine_header(mf_trx *t, const char *name, const char *value,
@@ -417,6 +483,7 @@ mf_decision mf_engine_validate_rcpt(mf_trx *t, mf_rcpt_fn fn, void *ud) {
   if (t == NULL || fn == NULL || t->nrcpts == 0)
     return MF_FAIL;
   mf_rcpt *r = &t->rcpts[t->nrcpts - 1];
+  mf_trx_parse_rcpt(t, r);
   t->stage = MF_STAGE_RCPT;
   t->in_call = 1;
   /* The validator may only reply: no edits of the message. */
@@ -479,13 +546,18 @@ const char *mf_trx_client_ip(const mf_trx *t) { return t->ip ? t->ip : ""; }
 uint16_t mf_trx_client_port(const mf_trx *t) { return t->port; }
 const char *mf_trx_helo(const mf_trx *t) { return t->helo; }
 
+/* The accessors parse on first use: logically const. */
 const mf_addr *mf_trx_mail_from(const mf_trx *t) {
-  return t->new_from_addr ? t->new_from_addr : t->from;
+  if (t->new_from_addr)
+    return t->new_from_addr;
+  mf_trx_parse_from((mf_trx *)t);
+  return t->from;
 }
 const char *mf_trx_mail_raw(const mf_trx *t) {
   return t->new_from ? t->new_from : t->from_raw;
 }
 const mf_addr_params *mf_trx_mail_params(const mf_trx *t) {
+  mf_trx_parse_from((mf_trx *)t);
   return t->from_params;
 }
 
@@ -504,7 +576,10 @@ size_t mf_trx_rcpt_count(const mf_trx *t) {
 }
 const mf_addr *mf_trx_rcpt(const mf_trx *t, size_t i) {
   mf_rcpt *r = nth_rcpt(t, i);
-  return r ? r->addr : NULL;
+  if (r == NULL)
+    return NULL;
+  mf_trx_parse_rcpt((mf_trx *)t, r);
+  return r->addr;
 }
 const char *mf_trx_rcpt_raw(const mf_trx *t, size_t i) {
   mf_rcpt *r = nth_rcpt(t, i);
@@ -512,7 +587,10 @@ const char *mf_trx_rcpt_raw(const mf_trx *t, size_t i) {
 }
 const mf_addr_params *mf_trx_rcpt_params(const mf_trx *t, size_t i) {
   mf_rcpt *r = nth_rcpt(t, i);
-  return r ? r->params : NULL;
+  if (r == NULL)
+    return NULL;
+  mf_trx_parse_rcpt((mf_trx *)t, r);
+  return r->params;
 }
 
 mf_hdrs *mf_trx_headers(mf_trx *t) {
@@ -682,6 +760,7 @@ int mf_trx_add_rcpt(mf_trx *t, const char *addr, const char *args) {
   }
   r->addr = a;
   r->params = p;
+  r->parsed = 1;
   t->nrcpts++;
   return 0;
 nomem:
@@ -707,6 +786,7 @@ int mf_trx_del_rcpt(mf_trx *t, const char *addr) {
     mf_rcpt *r = &t->rcpts[k];
     if (r->flags & MF_RCPT_DELETED)
       continue;
+    mf_trx_parse_rcpt(t, r);
     if (r->addr != NULL ? mf_addr_equal(r->addr, a) == 1
                         : strcmp(r->raw, addr) == 0) {
       r->flags |= MF_RCPT_DELETED;

@@ -199,7 +199,9 @@ MF_API const char *mf_trx_client_ip(const mf_trx *trx); /* "" if unknown */
 MF_API uint16_t mf_trx_client_port(const mf_trx *trx);
 MF_API const char *mf_trx_helo(const mf_trx *trx); /* NULL before HELO */
 
-/* Envelope (NULL / 0 before the stage that brings it). */
+/* Envelope (NULL / 0 before the stage that brings it).  Addresses are
+ * parsed on first access; one the MTA passed but that does not parse reads
+ * as NULL (mf_trx_errmsg() says why; the *_raw() text is still there). */
 MF_API const mf_addr *mf_trx_mail_from(const mf_trx *trx);
 MF_API const mf_addr_params *mf_trx_mail_params(const mf_trx *trx);
 /* MAIL FROM as the MTA sent it ("<a@b>"), even when it did not parse

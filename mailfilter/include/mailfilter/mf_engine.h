@@ -49,9 +49,11 @@ MF_API int mf_engine_connect(mf_trx *trx, const char *hostname, char family,
                              uint16_t port, const char *address);
 MF_API int mf_engine_helo(mf_trx *trx, const char *helo);
 /* argv[0] the address as the MTA sends it ("<a@b>"), argv[1..] ESMTP args.
- * A malformed address is stored as written (mf_trx_mail_from() gives NULL,
- * mf_trx_mail_raw() the text) and MF_E_INVAL is returned with a message:
- * the caller decides (mf_filter logs it and goes on). */
+ * Stored as text; parsed on first use (most filters never read most
+ * addresses): a malformed one then reads as NULL from mf_trx_mail_from() /
+ * mf_trx_rcpt(), with the reason in mf_trx_errmsg(), and its text stays
+ * available (mf_trx_mail_raw(), mf_trx_rcpt_raw()).  mf_engine_rcpt()
+ * returns MF_E_LIMIT past max_rcpts (the recipient is not stored). */
 MF_API int mf_engine_mail(mf_trx *trx, size_t argc, const char *const *argv);
 MF_API int mf_engine_rcpt(mf_trx *trx, size_t argc, const char *const *argv);
 /* Undo the last mf_engine_rcpt() (the validator or the MTA refused it). */
