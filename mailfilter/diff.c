@@ -313,7 +313,7 @@ int mf_engine_actions(mf_trx *t, mf_decision d, unsigned flags,
       if (a == NULL) {
         rc = MF_E_NOMEM;
       } else {
-        uint64_t size = t->newbody.size;
+        uint64_t size = t->newbody->size;
         size_t ds = t->data_size ? t->data_size : MILTER_DATA_64K;
         a->body_len = (size_t)size;
         a->chunks = size == 0 ? 1 : (unsigned)((size + ds - 1) / ds);
@@ -321,7 +321,7 @@ int mf_engine_actions(mf_trx *t, mf_decision d, unsigned flags,
           a->body = malloc((size_t)size);
           if (a->body == NULL)
             rc = MF_E_NOMEM;
-          else if (mf_spool_read(&t->newbody, 0, a->body, (size_t)size) !=
+          else if (mf_spool_read(t->newbody, 0, a->body, (size_t)size) !=
                    (ssize_t)size)
             rc = MF_E_IO;
         }
@@ -344,10 +344,10 @@ int mf_engine_replbody(mf_trx *t, size_t max,
     return MF_E_INVAL;
   if (!t->body_replaced)
     return 0;
-  if (t->newbody.fd < 0) {
-    for (size_t off = 0; off < t->newbody.len; off += max) {
-      size_t n = t->newbody.len - off < max ? t->newbody.len - off : max;
-      int rc = fn(arg, t->newbody.mem + off, n);
+  if (t->newbody->fd < 0) {
+    for (size_t off = 0; off < t->newbody->len; off += max) {
+      size_t n = t->newbody->len - off < max ? t->newbody->len - off : max;
+      int rc = fn(arg, t->newbody->mem + off, n);
       if (rc != 0)
         return rc;
     }
@@ -357,8 +357,8 @@ int mf_engine_replbody(mf_trx *t, size_t max,
   if (buf == NULL)
     return MF_E_NOMEM;
   int rc = 0;
-  for (uint64_t off = 0; off < t->newbody.size && rc == 0;) {
-    ssize_t n = mf_spool_read(&t->newbody, off, buf, max);
+  for (uint64_t off = 0; off < t->newbody->size && rc == 0;) {
+    ssize_t n = mf_spool_read(t->newbody, off, buf, max);
     if (n <= 0) {
       rc = MF_E_IO;
       break;

@@ -42,7 +42,8 @@ enum { JOB_DECIDE = 0, JOB_RCPT = 1 };
 struct fconn {
   mf_filter *f;
   milter_ctx *ctx;
-  mf_trx *trx;
+  mf_trx *trx; /* = &trx_mem */
+  mf_trx trx_mem;
   mf_job job;
   int kind;
   uint8_t event;   /* MILTER_CMD_* being decided */
@@ -170,10 +171,8 @@ static fconn *get_fc(milter_ctx *ctx) {
     return NULL;
   fc->f = milter_ctx_filter_data(ctx);
   fc->ctx = ctx;
-  if (mf_engine_trx_new(&fc->trx, &fc->f->opts) != 0) {
-    free(fc);
-    return NULL;
-  }
+  fc->trx = &fc->trx_mem;
+  mf_trx_init(fc->trx, &fc->f->opts);
   mf_engine_set_complete_hook(fc->trx, complete_hook, fc);
   milter_ctx_set_data(ctx, fc);
   return fc;
@@ -625,7 +624,7 @@ static void cb_close(milter_ctx *ctx) {
   if (fc == NULL)
     return;
   busy_remove(fc);
-  mf_engine_trx_free(fc->trx);
+  mf_trx_fini(fc->trx);
   free(fc->conn_reason);
   free(fc);
   milter_ctx_set_data(ctx, NULL);

@@ -33,13 +33,13 @@ typedef struct mf_macro {
 
 struct mf_trx {
   const mf_opts *opts;
-  mf_opts own_opts; /* when created with opts NULL */
+  mf_opts *own_opts; /* when created with opts NULL */
   mf_stage stage;   /* stage of the running / last decision */
   mf_mta mta;       /* as set; MF_MTA_AUTO = look at macro v */
   uint32_t actions, protocol, data_size;
 
   /* connection */
-  char *hostname, *ip, *helo;
+  char *hostname, *ip, *helo; /* hostname and ip share one block */
   char family;
   uint16_t port;
   mf_macro *macros;
@@ -68,7 +68,7 @@ struct mf_trx {
 
   /* the decision's outputs */
   int body_replaced;
-  mf_spool newbody;
+  mf_spool *newbody; /* allocated by the first replace_body */
   char *rcode, *xcode, *text;
   char *qreason;
   int in_call; /* inside decide()/validator or pending: edits allowed */
@@ -77,13 +77,19 @@ struct mf_trx {
   void *complete_arg;
   atomic_int pending; /* 1 while MF_PENDING waits for mf_trx_complete() */
 
-  char err[256];
+  char *err; /* last error message, allocated on first error (an idle
+                connection costs no buffer for it) */
 };
 
 /* Parse the MTA's text on first use (addr NULL when it does not parse;
  * the reason goes to t->err). */
 void mf_trx_parse_rcpt(mf_trx *t, mf_rcpt *r);
 void mf_trx_parse_from(mf_trx *t);
+
+/* In-place life cycle (mf_filter embeds the trx in its per-connection
+ * struct: one allocation per connection). */
+void mf_trx_init(mf_trx *t, const mf_opts *opts);
+void mf_trx_fini(mf_trx *t);
 
 void mf_trx_seterr(mf_trx *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -15,10 +15,14 @@
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
 
+#define ERR_MAX 256
+
 void mf_trx_seterr(mf_trx *t, const char *fmt, ...) {
+  if (t->err == NULL && (t->err = malloc(ERR_MAX)) == NULL)
+    return;
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(t->err, sizeof(t->err), fmt, ap);
+  vsnprintf(t->err, ERR_MAX, fmt, ap);
   va_end(ap);
 }
 
@@ -83,23 +87,33 @@ void mf_opts_init(mf_opts *o) {
 /* Engine: life cycle                                                       */
 /* ------------------------------------------------------------------------ */
 
-int mf_engine_trx_new(mf_trx **out, const mf_opts *opts) {
-  if (out == NULL)
-    return MF_E_INVAL;
-  *out = NULL;
-  mf_trx *t = calloc(1, sizeof(*t));
-  if (t == NULL)
-    return MF_E_NOMEM;
-  if (opts == NULL) {
-    mf_opts_init(&t->own_opts);
-    opts = &t->own_opts;
-  }
+void mf_trx_init(mf_trx *t, const mf_opts *opts) {
+  memset(t, 0, sizeof(*t));
   t->opts = opts;
   t->mta = opts->mta;
   t->actions = MILTER_ACT_ALL;
   t->data_size = MILTER_DATA_64K;
   mf_spool_init(&t->body, opts->body_mem_max, opts->spool_dir);
-  mf_spool_init(&t->newbody, opts->body_mem_max, opts->spool_dir);
+}
+
+int mf_engine_trx_new(mf_trx **out, const mf_opts *opts) {
+  if (out == NULL)
+    return MF_E_INVAL;
+  *out = NULL;
+  mf_trx *t = malloc(sizeof(*t));
+  mf_opts *own = NULL;
+  if (t == NULL)
+    return MF_E_NOMEM;
+  if (opts == NULL) {
+    if ((own = malloc(sizeof(*own))) == NULL) {
+      free(t);
+      return MF_E_NOMEM;
+    }
+    mf_opts_init(own);
+    opts = own;
+  }
+  mf_trx_init(t, opts);
+  t->own_opts = own;
   *out = t;
   return 0;
 }
@@ -149,7 +163,11 @@ void mf_engine_reset_message(mf_trx *t) {
   t->hdr_bytes = 0;
   t->eoh_seen = 0;
   mf_spool_reset(&t->body);
-  mf_spool_reset(&t->newbody);
+  if (t->newbody != NULL) {
+    mf_spool_reset(t->newbody);
+    free(t->newbody);
+    t->newbody = NULL;
+  }
   t->body_replaced = 0;
   t->truncated = 0;
   t->limit = 0;
@@ -160,15 +178,15 @@ void mf_engine_reset_message(mf_trx *t) {
   t->rcode = t->xcode = t->text = t->qreason = NULL;
   t->in_call = 0;
   atomic_store(&t->pending, 0);
-  t->err[0] = '\0';
+  if (t->err != NULL)
+    t->err[0] = '\0';
 }
 
 void mf_engine_reset_connection(mf_trx *t) {
   if (t == NULL)
     return;
   mf_engine_reset_message(t);
-  free(t->hostname);
-  free(t->ip);
+  free(t->hostname); /* ip is in the same block */
   free(t->helo);
   t->hostname = t->ip = t->helo = NULL;
   t->family = 0;
@@ -176,12 +194,22 @@ void mf_engine_reset_connection(mf_trx *t) {
   mf_engine_clear_macros(t);
 }
 
-void mf_engine_trx_free(mf_trx *t) {
-  if (t == NULL)
-    return;
+void mf_trx_fini(mf_trx *t) {
   mf_engine_reset_connection(t);
   free(t->macros);
   free(t->rcpts);
+  free(t->own_opts);
+  free(t->err);
+  t->macros = NULL;
+  t->rcpts = NULL;
+  t->own_opts = NULL;
+  t->err = NULL;
+}
+
+void mf_engine_trx_free(mf_trx *t) {
+  if (t == NULL)
+    return;
+  mf_trx_fini(t);
   free(t);
 }
 
@@ -208,9 +236,19 @@ int mf_engine_connect(mf_trx *t, const char *hostname, char family,
                       uint16_t port, const char *address) {
   if (t == NULL)
     return MF_E_INVAL;
-  if (set_str(&t->hostname, hostname ? hostname : "") != 0 ||
-      set_str(&t->ip, address ? address : "") != 0)
+  if (hostname == NULL)
+    hostname = "";
+  if (address == NULL)
+    address = "";
+  size_t hl = strlen(hostname) + 1, al = strlen(address) + 1;
+  char *b = malloc(hl + al);
+  if (b == NULL)
     return MF_E_NOMEM;
+  memcpy(b, hostname, hl);
+  memcpy(b + hl, address, al);
+  free(t->hostname);
+  t->hostname = b;
+  t->ip = b + hl;
   t->family = family;
   t->port = port;
   return 0;
@@ -516,7 +554,9 @@ const char *mf_engine_reply_text(const mf_trx *t) { return t->text; }
 const char *mf_engine_quarantine_reason(const mf_trx *t) {
   return t->qreason ? t->qreason : "quarantined";
 }
-const char *mf_engine_last_error(const mf_trx *t) { return t ? t->err : ""; }
+const char *mf_engine_last_error(const mf_trx *t) {
+  return t && t->err ? t->err : "";
+}
 
 int mf_engine_is_sendmail(const mf_trx *t) {
   if (t->mta == MF_MTA_SENDMAIL)
@@ -537,7 +577,7 @@ mf_stage mf_trx_stage(const mf_trx *t) { return t->stage; }
 mf_mta mf_trx_mta(const mf_trx *t) {
   return mf_engine_is_sendmail(t) ? MF_MTA_SENDMAIL : MF_MTA_POSTFIX;
 }
-const char *mf_trx_errmsg(const mf_trx *t) { return t ? t->err : ""; }
+const char *mf_trx_errmsg(const mf_trx *t) { return mf_engine_last_error(t); }
 const char *mf_trx_client_hostname(const mf_trx *t) {
   return t->hostname ? t->hostname : "";
 }
@@ -801,7 +841,12 @@ static int start_body(mf_trx *t) {
   int rc = may_edit(t, 1);
   if (rc != 0)
     return rc;
-  mf_spool_reset(&t->newbody);
+  if (t->newbody == NULL) {
+    if ((t->newbody = malloc(sizeof(*t->newbody))) == NULL)
+      return MF_E_NOMEM;
+    mf_spool_init(t->newbody, t->opts->body_mem_max, t->opts->spool_dir);
+  }
+  mf_spool_reset(t->newbody);
   t->body_replaced = 1;
   return 0;
 }
@@ -811,7 +856,7 @@ int mf_trx_replace_body(mf_trx *t, const void *data, size_t len) {
     return MF_E_INVAL;
   int rc = start_body(t);
   if (rc == 0)
-    rc = mf_spool_write(&t->newbody, data, len);
+    rc = mf_spool_write(t->newbody, data, len);
   return rc;
 }
 
@@ -832,7 +877,7 @@ int mf_trx_replace_body_fd(mf_trx *t, int fd) {
     if (n == 0)
       return 0;
     off += n;
-    if ((rc = mf_spool_write(&t->newbody, buf, (size_t)n)) != 0)
+    if ((rc = mf_spool_write(t->newbody, buf, (size_t)n)) != 0)
       return rc;
   }
 }
