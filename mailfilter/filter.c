@@ -345,10 +345,7 @@ static milter_status rcpt_verdict(fconn *fc, mf_decision d) {
   if (st == MILTER_REJECT || st == MILTER_TEMPFAIL)
     mf_engine_rcpt_drop_last(fc->trx);
   /* The reply was for this recipient only. */
-  free(fc->trx->rcode);
-  free(fc->trx->xcode);
-  free(fc->trx->text);
-  fc->trx->rcode = fc->trx->xcode = fc->trx->text = NULL;
+  mf_engine_clear_reply(fc->trx);
   return st;
 }
 

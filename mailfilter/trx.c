@@ -548,6 +548,13 @@ int mf_trx_complete(mf_trx *t, mf_decision d) {
   return 0;
 }
 
+void mf_engine_clear_reply(mf_trx *t) {
+  free(t->rcode);
+  free(t->xcode);
+  free(t->text);
+  t->rcode = t->xcode = t->text = NULL;
+}
+
 const char *mf_engine_reply_rcode(const mf_trx *t) { return t->rcode; }
 const char *mf_engine_reply_xcode(const mf_trx *t) { return t->xcode; }
 const char *mf_engine_reply_text(const mf_trx *t) { return t->text; }

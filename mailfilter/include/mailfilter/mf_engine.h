@@ -116,6 +116,8 @@ MF_API int mf_engine_replbody(mf_trx *trx, size_t max,
 MF_API const char *mf_engine_reply_rcode(const mf_trx *trx);
 MF_API const char *mf_engine_reply_xcode(const mf_trx *trx);
 MF_API const char *mf_engine_reply_text(const mf_trx *trx);
+/* Forget the custom reply (after it was used for one recipient). */
+MF_API void mf_engine_clear_reply(mf_trx *trx);
 /* Quarantine reason ("quarantined" by default after MF_QUARANTINE). */
 MF_API const char *mf_engine_quarantine_reason(const mf_trx *trx);
 MF_API const char *mf_engine_last_error(const mf_trx *trx);
