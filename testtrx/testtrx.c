@@ -502,6 +502,12 @@ static int decide_at(mf_testtrx *t, mf_stage s, mf_decide_fn fn, void *ud,
     t->decision = d;
     if (s <= MF_STAGE_HELO && d == MF_ACCEPT)
       return 1;
+    if (s <= MF_STAGE_HELO) {
+      /* connection-level quarantine: applies to the message; the reason
+       * outlives the message state, as in mf_filter */
+      free(t->qreason);
+      t->qreason = strdup(mf_engine_quarantine_reason(t->trx));
+    }
     if (d == MF_ACCEPT && !mf_engine_has_changes(t->trx))
       return 1;
     *held = 1;
@@ -563,7 +569,7 @@ int mf_testtrx_run(mf_testtrx *t, mf_decide_fn decide, void *ud) {
   t->decision = MF_ACCEPT;
   t->raw = MF_ACCEPT;
   mf_stage stage = t->opts.stage;
-  int held = 0, decided = 0;
+  int held = 0, decided = 0, conn_held = 0;
   char family = strchr(t->ip, ':') ? '6' : '4';
   if ((rc = mf_engine_connect(t->trx, t->host, family, t->port, t->ip)) != 0)
     return rc;
@@ -583,7 +589,7 @@ int mf_testtrx_run(mf_testtrx *t, mf_decide_fn decide, void *ud) {
    * quarantine (held) applies to the message: go on feeding it. */
   if (decided && !held && stage <= MF_STAGE_HELO)
     goto done;
-  int conn_held = decided && held;
+  conn_held = decided && held;
   if (conn_held)
     decided = 0;
   if (t->from != NULL) {
@@ -691,6 +697,16 @@ int mf_testtrx_run(mf_testtrx *t, mf_decide_fn decide, void *ud) {
   if (conn_held)
     held = 1;
 done:
+  if (conn_held && t->decision == MF_QUARANTINE) {
+    /* mf_filter sends only the quarantine at each end of message */
+    if ((t->acts = calloc(1, sizeof(*t->acts))) == NULL ||
+        (t->acts[0].value = strdup(t->qreason ? t->qreason : "quarantined")) ==
+            NULL)
+      return MF_E_NOMEM;
+    t->acts[0].type = MILTER_ACTION_QUARANTINE;
+    t->nacts = 1;
+    return apply_actions(t);
+  }
   if (t->decision == MF_ACCEPT || t->decision == MF_QUARANTINE) {
     if (held || stage == MF_STAGE_EOM) {
       rc = mf_engine_actions(t->trx, t->decision, 0, &t->acts, &t->nacts);
@@ -700,8 +716,10 @@ done:
         t->decision = on_error(t);
       }
     }
-    if (t->decision == MF_QUARANTINE)
+    if (t->decision == MF_QUARANTINE) {
+      free(t->qreason);
       t->qreason = strdup(mf_engine_quarantine_reason(t->trx));
+    }
     return apply_actions(t);
   }
   return 0;
