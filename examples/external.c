@@ -35,7 +35,8 @@
 
 #include <mailfilter/mailfilter.h>
 
-#define TAG "[⚠️EXTERNAL] "
+#define TAG_ALONE "[⚠️EXTERNAL]"
+#define TAG TAG_ALONE " "
 #define SPAM_TRAP "spam-trap@スパム.example.com"
 
 /* These two are not static so that tests/test_example_external.c can run
@@ -57,7 +58,7 @@ mf_addr *external_spam_trap(void) {
 static int tag_subject(mf_hdrs *h) {
   size_t i;
   if (mf_hdr_find(h, "Subject", 1, &i) != 0)
-    return mf_hdr_add(h, "Subject", TAG);
+    return mf_hdr_add(h, "Subject", TAG_ALONE);
   const char *subject = mf_hdr_value(h, i); /* decoded, UTF-8 */
   if (subject == NULL)
     subject = "";
