@@ -1,0 +1,135 @@
+/* mfscen.c -- a milter on the transaction layer whose behaviour the
+ * integration tests choose: the stage and a fixed decision on the command
+ * line, or, per message, a scenario named by the first recipient's local
+ * part ("scen-hdr-insert0@test.example").
+ *
+ *   mfscen SOCKETSPEC [--stage connect|helo|mail|rcpt|data|eoh|eom]
+ *                     [--decide accept|reject|tempfail|discard|quarantine]
+ *                     [--max-body N] [--progress-ms N] [--spool DIR]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mailfilter/mailfilter.h>
+
+static const char *fixed; /* --decide */
+
+static mf_decision by_name(mf_trx *trx, const char *d) {
+  if (strcmp(d, "reject") == 0) {
+    mf_trx_set_reply(trx, "550", "5.7.1", "scenario says no\nsecond line");
+    return MF_REJECT;
+  }
+  if (strcmp(d, "tempfail") == 0) {
+    mf_trx_set_reply(trx, "451", "4.7.1", "scenario says later");
+    return MF_TEMPFAIL;
+  }
+  if (strcmp(d, "discard") == 0)
+    return MF_DISCARD;
+  if (strcmp(d, "quarantine") == 0) {
+    mf_trx_quarantine(trx, "scenario quarantine");
+    return MF_QUARANTINE;
+  }
+  return MF_ACCEPT;
+}
+
+static int replace_body(mf_trx *trx, size_t n) {
+  char *b = malloc(n);
+  if (b == NULL)
+    return -1;
+  /* lines of 76 characters + CRLF */
+  for (size_t i = 0; i < n; i++)
+    b[i] = (i % 78 == 76) ? '\r' : (i % 78 == 77) ? '\n' : (char)('a' + i % 26);
+  b[n - 2] = '\r'; /* the last line is complete */
+  b[n - 1] = '\n';
+  int rc = mf_trx_replace_body(trx, b, n);
+  free(b);
+  return rc;
+}
+
+static mf_decision decide(mf_trx *trx, void *ud) {
+  (void)ud;
+  if (fixed != NULL)
+    return by_name(trx, fixed);
+  const char *r = mf_trx_rcpt_count(trx) ? mf_trx_rcpt_raw(trx, 0) : NULL;
+  if (r == NULL || strncmp(r, "<scen-", 6) != 0)
+    return MF_ACCEPT;
+  char s[64];
+  snprintf(s, sizeof s, "%s", r + 6);
+  char *at = strchr(s, '@');
+  if (at)
+    *at = '\0';
+  mf_hdrs *h = mf_trx_headers(trx);
+  if (strcmp(s, "hdr-change-first") == 0)
+    mf_hdr_set(h, 0, "Changed First <first@test.example>");
+  else if (strcmp(s, "hdr-insert0") == 0)
+    mf_hdr_insert(h, 0, "X-Top", "inserted at 0 ☃");
+  else if (strcmp(s, "hdr-add") == 0)
+    mf_hdr_add(h, "X-Added", "Grüße aus dem Filter");
+  else if (strcmp(s, "hdr-delete-rep") == 0)
+    mf_hdr_delete_nth(h, "X-Rep", 2);
+  else if (strcmp(s, "hdr-change-rep") == 0)
+    mf_hdr_set_nth(h, "X-Rep", 2, "zwei → ändert");
+  else if (strcmp(s, "hdr-delete-first") == 0)
+    mf_hdr_delete(h, 0);
+  else if (strcmp(s, "rcpt-add") == 0)
+    mf_trx_add_rcpt(trx, "<added@test.example>", "NOTIFY=NEVER");
+  else if (strcmp(s, "rcpt-del") == 0)
+    mf_trx_del_rcpt(trx, mf_trx_rcpt_raw(trx, 1));
+  else if (strcmp(s, "from-change") == 0)
+    mf_trx_change_from(trx, "<bounces@test.example>", NULL);
+  else if (strcmp(s, "body-1k") == 0)
+    replace_body(trx, 1024);
+  else if (strcmp(s, "body-100k") == 0)
+    replace_body(trx, 100 * 1024);
+  else if (strcmp(s, "body-1m") == 0)
+    replace_body(trx, 1024 * 1024);
+  else if (strncmp(s, "slow", 4) == 0)
+    usleep((useconds_t)atoi(s + 4) * 1000u); /* "slow2500" */
+  else if (strcmp(s, "fail") == 0)
+    return MF_FAIL;
+  else
+    return by_name(trx, s);
+  return MF_ACCEPT;
+}
+
+static mf_stage stage_of(const char *s) {
+  const char *n[] = {"connect", "helo", "mail", "rcpt", "data", "eoh", "eom"};
+  for (int i = 0; i < 7; i++)
+    if (strcmp(s, n[i]) == 0)
+      return (mf_stage)(MF_STAGE_CONNECT + i);
+  return (mf_stage)0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: mfscen SOCKETSPEC [options]\n");
+    return 2;
+  }
+  mf_opts o;
+  mf_opts_init(&o);
+  for (int i = 2; i + 1 < argc; i += 2) {
+    if (strcmp(argv[i], "--stage") == 0 && (o.stage = stage_of(argv[i + 1])) == 0)
+      return 2;
+    else if (strcmp(argv[i], "--decide") == 0)
+      fixed = argv[i + 1];
+    else if (strcmp(argv[i], "--max-body") == 0)
+      o.max_body = strtoull(argv[i + 1], NULL, 10);
+    else if (strcmp(argv[i], "--progress-ms") == 0)
+      o.progress_ms = strtoull(argv[i + 1], NULL, 10);
+    else if (strcmp(argv[i], "--spool") == 0)
+      o.spool_dir = argv[i + 1];
+  }
+  mf_filter *f;
+  int rc = mf_filter_new(&f, decide, NULL, &o);
+  if (rc == 0 && (rc = mf_filter_listen(f, argv[1])) != 0)
+    mf_filter_free(f);
+  if (rc != 0) {
+    fprintf(stderr, "mfscen: %s\n", mf_strerror(rc));
+    return 1;
+  }
+  mf_filter_run(f);
+  mf_filter_free(f);
+  return 0;
+}
