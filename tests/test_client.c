@@ -268,14 +268,6 @@ static milter_client *client_for(const tsrv *t, const milter_client_opts *o) {
   return c;
 }
 
-#define OK(call)                                                               \
-  do {                                                                         \
-    int rc_ = (call);                                                          \
-    if (rc_ != 0)                                                              \
-      fail_msg("%s -> %s: %s", #call, milter_err_name(rc_),                    \
-               milter_client_errmsg(c));                                       \
-  } while (0)
-
 static void expect_reply(const milter_client_result *r, uint8_t code) {
   assert_int_equal(r->status, MILTER_CLIENT_REPLIED);
   assert_int_equal(r->reply, code);

@@ -125,13 +125,6 @@ static void tf_stop(tf *t) {
   mf_filter_free(t->f);
 }
 
-#define OK(call)                                                               \
-  do {                                                                         \
-    int rc_ = (call);                                                          \
-    if (rc_ != 0)                                                              \
-      fail_msg("%s -> %d: %s", #call, rc_, milter_client_errmsg(c));           \
-  } while (0)
-
 static milter_client *open_client(const tf *t, milter_client_nego *nego) {
   milter_client *c = NULL;
   milter_client_opts o;

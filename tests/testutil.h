@@ -13,4 +13,15 @@ char *tu_read_file(const char *name, size_t *len);
 /* Number of open file descriptors of this process. */
 int tu_count_fds(void);
 
+/* Run a milter_client call on the client `c` in scope; fail the cmocka test
+ * with the client's error text when it does not return 0.  Include after
+ * <cmocka.h> and <mailfilter/milter_client.h>. */
+#define OK(call)                                                               \
+  do {                                                                         \
+    int rc_ = (call);                                                          \
+    if (rc_ != 0)                                                              \
+      fail_msg("%s -> %s: %s", #call, milter_err_name(rc_),                    \
+               milter_client_errmsg(c));                                       \
+  } while (0)
+
 #endif
