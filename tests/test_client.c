@@ -601,16 +601,8 @@ static void *fake_thread(void *arg) {
 }
 
 static void fake_start(fake *f) {
-  f->lfd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  assert_int_equal(bind(f->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-  assert_int_equal(listen(f->lfd, 4), 0);
-  socklen_t sl = sizeof sa;
-  getsockname(f->lfd, (struct sockaddr *)&sa, &sl);
-  f->port = ntohs(sa.sin_port);
+  f->lfd = tu_listen_loopback(&f->port);
+  assert_true(f->lfd >= 0);
   assert_int_equal(pthread_create(&f->thread, NULL, fake_thread, f), 0);
 }
 

@@ -12,6 +12,9 @@ const char *tu_data_path(const char *name);
 char *tu_read_file(const char *name, size_t *len);
 /* Number of open file descriptors of this process. */
 int tu_count_fds(void);
+/* A TCP socket listening on 127.0.0.1 on a free port (stored in *port), or
+ * -1. */
+int tu_listen_loopback(int *port);
 
 /* Run a milter_client call on the client `c` in scope; fail the cmocka test
  * with the client's error text when it does not return 0.  Include after
