@@ -140,6 +140,7 @@ static void deliver(milter_aclient *ac, int err) {
   milter_aclient_cb cb = ac->cb;
   void *arg = ac->cb_arg;
   milter_client_result r = ac->res;
+  int is_open = ac->awaiting == MILTER_CMD_OPTNEG;
   memset(&ac->res, 0, sizeof ac->res);
   ac->cb = NULL;
   ac->awaiting = 0;
@@ -148,7 +149,7 @@ static void deliver(milter_aclient *ac, int err) {
   if (err < 0)
     ac->err_told = 1;
   if (cb != NULL)
-    cb(ac, err, err < 0 ? NULL : &r, arg);
+    cb(ac, err, err < 0 || is_open ? NULL : &r, arg);
   milter_client_result_free(&r);
 }
 

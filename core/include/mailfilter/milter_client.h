@@ -8,10 +8,10 @@
  * Uses: testing a milter byte for byte, driving load against it, or an MTA
  * that wants to call milters.
  *
- * THIS FIRST VERSION IS BLOCKING: each call writes its command(s) on a plain
- * socket and waits for the reply with poll() timeouts.  An asynchronous libuv
- * variant (for the load generator, many connections on one loop) comes later
- * and will keep these result types.
+ * THIS CLIENT IS BLOCKING: each call writes its command(s) on a plain socket
+ * and waits for the reply with poll() timeouts.  For many connections on
+ * one libuv loop use milter_aclient (milter_aclient.h): same options,
+ * negotiation rules and result types, the same protocol code underneath.
  *
  * THREAD RULES
  *   A milter_client is used by one thread at a time (no internal locking).
