@@ -70,6 +70,7 @@ static stats S;
 static uv_loop_t *loop;
 static uint64_t t_start, t_stop;
 static long started, opening;
+static long to_open; /* load mode: connections not yet opened */
 static int stopping;
 static char *body_buf;
 static char (*hdr_names)[32];
@@ -77,6 +78,7 @@ static char (*hdr_values)[96];
 static int live, idle_ready;
 
 static void start_conn(conn *c);
+static void pump(void);
 static void step(milter_aclient *ac, int err, milter_client_result *r,
                  void *arg);
 
@@ -223,6 +225,8 @@ static void step(milter_aclient *ac, int err, milter_client_result *r,
   (void)ac;
   conn *c = arg;
   if (err < 0) {
+    if (c->step == 0)
+      opening--;
     finish_conn(c, 1);
     return;
   }
@@ -259,6 +263,8 @@ static void step(milter_aclient *ac, int err, milter_client_result *r,
     switch (c->step) {
     case 0: { /* negotiated */
       opening--;
+      if (!C.idle)
+        pump();
       if (!S.have_protocol) {
         milter_client_nego n;
         milter_aclient_nego(c->ac, &n);
@@ -372,6 +378,18 @@ static void step(milter_aclient *ac, int err, milter_client_result *r,
     }
     /* An early final reply (accept/reject at MAIL/RCPT/...) would end the
      * message; the compared filters all answer CONTINUE until EOM. */
+  }
+}
+
+/* Open at most 128 connections at a time (a unix socket's backlog refuses
+ * the rest with EAGAIN). */
+static void pump(void) {
+  while (to_open > 0 && opening < 128) {
+    conn *c = malloc(sizeof *c);
+    if (c == NULL)
+      return;
+    to_open--;
+    start_conn(c);
   }
 }
 
@@ -564,15 +582,13 @@ int main(int argc, char **argv) {
     uv_run(loop, UV_RUN_DEFAULT);
     return S.errors ? 1 : 0;
   }
-  for (int i = 0; i < C.conns; i++) {
-    conn *c = malloc(sizeof *c);
-    if (c == NULL)
-      return 1;
-    start_conn(c);
-  }
+  to_open = C.conns;
+  pump();
   /* Runs until every connection has finished its last message and closed. */
-  while (live > 0)
+  while (live > 0 || to_open > 0) {
+    pump();
     uv_run(loop, UV_RUN_ONCE);
+  }
   double el = (double)(uv_hrtime() - h0) / 1e9;
   sample(&sampler);
   uv_close((uv_handle_t *)&sampler, NULL);
