@@ -202,11 +202,11 @@ static int want_more(void) {
 static void closed(void *arg) {
   conn *c = arg;
   live--;
-  if (!C.idle && want_more()) {
-    start_conn(c);
-    return;
-  }
   free(c);
+  if (!C.idle && want_more()) {
+    to_open++; /* a new connection, through the open throttle */
+    pump();
+  }
 }
 
 static void finish_conn(conn *c, int failed) {

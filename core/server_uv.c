@@ -85,7 +85,7 @@ void milter_server_opts_init(milter_server_opts *o) {
   o->packet_timeout_ms = 30000;
   o->idle_timeout_ms = 1800000;
   o->hard_cap = MILTER_DEFAULT_HARD_CAP;
-  o->backlog = 511;
+  o->backlog = 4096;
   o->unix_mode = 0660;
   o->drain_timeout_ms = 30000;
   o->handle_signals = 1;
@@ -623,7 +623,7 @@ int milter_server_new(milter_server **out, uv_loop_t *loop,
   if (srv->opts.hard_cap == 0)
     srv->opts.hard_cap = MILTER_DEFAULT_HARD_CAP;
   if (srv->opts.backlog <= 0)
-    srv->opts.backlog = 511;
+    srv->opts.backlog = 4096;
   srv->env.server = srv;
   srv->env.wake = on_wake;
   srv->env.poster = &srv->poster;

@@ -263,7 +263,10 @@ typedef struct milter_server_opts {
   /* Largest packet length accepted whatever was negotiated.  Default
    * MILTER_DEFAULT_HARD_CAP (64 MiB). */
   uint32_t hard_cap;
-  /* listen(2) backlog.  Default 511. */
+  /* listen(2) backlog (the kernel caps it at net.core.somaxconn).  Default
+   * 4096: a burst of MTA processes connecting at once must not meet EAGAIN
+   * on a unix socket, where the kernel does not retry as it does for TCP
+   * SYNs. */
   int backlog;
   /* Mode of unix sockets created by listen.  Default 0660. */
   int unix_mode;
