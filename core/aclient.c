@@ -13,6 +13,12 @@
 
 #include "client_proto.h"
 
+/* ac->awaiting while the socket connects (no command letter is 1). */
+#define AWAIT_CONNECT 1
+
+/* Most bytes kept from a milter that sends while no reply is due. */
+#define PEND_MAX (1024u * 1024u)
+
 /* Buffered NR commands are written once this much has piled up. */
 #define FLUSH_AT (256u * 1024u)
 
@@ -36,10 +42,16 @@ struct milter_aclient {
   int err;           /* sticky error: the connection is gone */
   int err_told;      /* err was returned or passed to a callback */
   int closing;       /* milter_aclient_close() was called */
+  int then_negotiate; /* open: negotiate once connected */
   milter_aclient_closed_cb closed_cb;
   void *closed_arg;
   milter_decoder dec;
   milter_buf out;
+  /* Bytes that arrived while no reply was due, kept for the next command
+   * that awaits one: the socket is read all the time (to see EOF), but a
+   * reply is matched only with a command, as an MTA reading on demand
+   * would. */
+  milter_buf pend;
   /* the command whose reply is awaited (0: none) and who gets it */
   uint8_t awaiting;
   milter_aclient_cb cb;
@@ -89,6 +101,8 @@ int milter_aclient_new(milter_aclient **out, uv_loop_t *loop,
   return 0;
 }
 
+uv_loop_t *milter_aclient_loop(const milter_aclient *ac) { return ac->loop; }
+
 void milter_aclient_set_data(milter_aclient *ac, void *data) { ac->data = data; }
 void *milter_aclient_get_data(const milter_aclient *ac) { return ac->data; }
 
@@ -124,6 +138,7 @@ static void on_handle_closed(uv_handle_t *h) {
   void *arg = ac->closed_arg;
   milter_decoder_free(&ac->dec);
   milter_buf_free(&ac->out);
+  milter_buf_free(&ac->pend);
   milter_client_result_free(&ac->res);
   mcp_reset(&ac->p);
   free(ac);
@@ -140,7 +155,8 @@ static void deliver(milter_aclient *ac, int err) {
   milter_aclient_cb cb = ac->cb;
   void *arg = ac->cb_arg;
   milter_client_result r = ac->res;
-  int is_open = ac->awaiting == MILTER_CMD_OPTNEG;
+  int is_open =
+      ac->awaiting == MILTER_CMD_OPTNEG || ac->awaiting == AWAIT_CONNECT;
   memset(&ac->res, 0, sizeof ac->res);
   ac->cb = NULL;
   ac->awaiting = 0;
@@ -185,8 +201,7 @@ die_msg(milter_aclient *ac, int err, const char *fmt, ...) {
 
 static void on_timeout(uv_timer_t *t) {
   milter_aclient *ac = t->data;
-  if (ac->awaiting == MILTER_CMD_OPTNEG && !ac->p.negotiated &&
-      ac->bytes_out == 0)
+  if (ac->awaiting == AWAIT_CONNECT)
     die_msg(ac, MILTER_E_TIMEOUT, "connect to the milter timed out");
   else
     die_msg(ac, MILTER_E_TIMEOUT, "no reply from the milter in time (to %s)",
@@ -239,23 +254,23 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(rbuf, sizeof rbuf);
 }
 
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  milter_aclient *ac = s->data;
-  if (n < 0) {
-    if (n == UV_EOF || n == UV_ECONNRESET)
-      die_msg(ac, MILTER_E_EOF, "milter closed the connection");
-    else
-      die_msg(ac, MILTER_E_IO, "read: %s", uv_strerror((int)n));
-    return;
-  }
-  ac->bytes_in += (uint64_t)n;
-  const uint8_t *p = (const uint8_t *)buf->base;
+/* Decode input; what comes while no reply is due waits in ac->pend. */
+static void process_input(milter_aclient *ac, const uint8_t *p, size_t n) {
   size_t off = 0;
-  while (off < (size_t)n && ac->err == 0) {
+  while (off < n && ac->err == 0) {
+    if (!ac->awaiting) {
+      if (ac->pend.len + (n - off) > PEND_MAX) {
+        die_msg(ac, MILTER_E_PROTO,
+                "milter sent more than %u bytes while no reply was due",
+                PEND_MAX);
+      } else if (milter_buf_append(&ac->pend, p + off, n - off) < 0) {
+        die_msg(ac, MILTER_E_NOMEM, "out of memory");
+      }
+      return;
+    }
     size_t used = 0;
     milter_packet pkt;
-    int rc = milter_decoder_feed(&ac->dec, p + off, (size_t)n - off, &used,
-                                 &pkt);
+    int rc = milter_decoder_feed(&ac->dec, p + off, n - off, &used, &pkt);
     off += used;
     if (rc == 1) {
       on_packet(ac, &pkt);
@@ -269,6 +284,38 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
       break; /* the decoder keeps the partial packet */
     }
   }
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  milter_aclient *ac = s->data;
+  if (n < 0) {
+    if (n == UV_EOF || n == UV_ECONNRESET)
+      die_msg(ac, MILTER_E_EOF, "milter closed the connection");
+    else
+      die_msg(ac, MILTER_E_IO, "read: %s", uv_strerror((int)n));
+    return;
+  }
+  ac->bytes_in += (uint64_t)n;
+  process_input(ac, (const uint8_t *)buf->base, (size_t)n);
+}
+
+/* A reply is now awaited and bytes were kept: decode them from the loop
+ * (never inside the API call that started the wait). */
+static void on_kick(uv_timer_t *t) {
+  milter_aclient *ac = t->data;
+  arm_timer(ac);
+  milter_buf b = ac->pend;
+  milter_buf_init(&ac->pend);
+  process_input(ac, b.data, b.len);
+  milter_buf_free(&b);
+}
+
+/* Start the clock for the awaited reply (or decode kept bytes first). */
+static void await_reply(milter_aclient *ac) {
+  if (ac->pend.len > 0)
+    uv_timer_start(&ac->timer, on_kick, 0, 0);
+  else
+    arm_timer(ac);
 }
 
 /* The sticky error once (it happened while nothing was awaited), then
@@ -353,6 +400,19 @@ int milter_aclient_flush(milter_aclient *ac) {
 /* Connecting                                                               */
 /* ------------------------------------------------------------------------ */
 
+/* Send SMFIC_OPTNEG and await the answer (ac->cb is set). */
+static int send_optneg(milter_aclient *ac) {
+  const milter_client_opts *o = &ac->p.opts;
+  int rc = milter_enc_optneg(&ac->out, o->version, o->actions, o->protocol);
+  if (rc == 0)
+    rc = flush(ac);
+  if (rc < 0)
+    return rc;
+  ac->awaiting = MILTER_CMD_OPTNEG;
+  await_reply(ac);
+  return 0;
+}
+
 static void on_connect(uv_connect_t *req, int status) {
   milter_aclient *ac = req->data;
   if (ac->err != 0 || ac->closing) /* closed or timed out meanwhile */
@@ -366,19 +426,17 @@ static void on_connect(uv_connect_t *req, int status) {
     die_msg(ac, MILTER_E_IO, "read: %s", uv_strerror(rc));
     return;
   }
-  const milter_client_opts *o = &ac->p.opts;
-  rc = milter_enc_optneg(&ac->out, o->version, o->actions, o->protocol);
-  if (rc == 0)
-    rc = flush(ac);
-  if (rc < 0) {
-    die(ac, rc);
+  if (!ac->then_negotiate) {
+    deliver(ac, 0); /* connected; mcp_aclient_negotiate() follows */
     return;
   }
-  arm_timer(ac);
+  if ((rc = send_optneg(ac)) < 0)
+    die(ac, rc);
 }
 
-int milter_aclient_open(milter_aclient *ac, const char *spec,
-                        milter_aclient_cb cb, void *arg) {
+/* Connect; cb(ac, err, NULL, arg) when connected or failed. */
+static int start_connect(milter_aclient *ac, const char *spec,
+                         milter_aclient_cb cb, void *arg) {
   if (ac == NULL || spec == NULL || cb == NULL)
     return MILTER_E_INVAL;
   if (ac->stream_init || ac->closing)
@@ -406,17 +464,51 @@ int milter_aclient_open(milter_aclient *ac, const char *spec,
       mcp_fail(&ac->p, MILTER_E_IO, "connect to %s: %s", spec,
                uv_strerror(rc));
       ac->err = MILTER_E_IO;
+      ac->err_told = 1;
       close_stream(ac);
       return MILTER_E_IO;
     }
   }
-  ac->awaiting = MILTER_CMD_OPTNEG;
+  ac->awaiting = AWAIT_CONNECT;
   ac->cb = cb;
   ac->cb_arg = arg;
-  uv_timer_start(&ac->timer, on_timeout, ac->p.opts.connect_timeout_ms +
-                                             ac->p.opts.command_timeout_ms,
-                 0);
+  uv_timer_start(&ac->timer, on_timeout, ac->p.opts.connect_timeout_ms, 0);
   return 0;
+}
+
+int mcp_aclient_connect(milter_aclient *ac, const char *spec,
+                        milter_aclient_cb cb, void *arg) {
+  return start_connect(ac, spec, cb, arg);
+}
+
+int mcp_aclient_negotiate(milter_aclient *ac, milter_aclient_cb cb,
+                          void *arg) {
+  if (ac == NULL || cb == NULL)
+    return MILTER_E_INVAL;
+  if (ac->err != 0 || ac->closing)
+    return gone(ac);
+  if (!ac->stream_init || ac->awaiting)
+    return mcp_fail(&ac->p, MILTER_E_STATE, "not connected");
+  if (ac->p.negotiated)
+    return mcp_fail(&ac->p, MILTER_E_STATE, "already negotiated");
+  ac->cb = cb;
+  ac->cb_arg = arg;
+  int rc = send_optneg(ac);
+  if (rc < 0) {
+    ac->cb = NULL;
+    return die_now(ac, rc);
+  }
+  return 0;
+}
+
+const mcp *mcp_aclient_proto(const milter_aclient *ac) { return &ac->p; }
+
+int milter_aclient_open(milter_aclient *ac, const char *spec,
+                        milter_aclient_cb cb, void *arg) {
+  int rc = start_connect(ac, spec, cb, arg);
+  if (rc == 0)
+    ac->then_negotiate = 1;
+  return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -464,7 +556,7 @@ static int finish(milter_aclient *ac, uint8_t cmd, int mode, int enc_rc,
   ac->awaiting = cmd;
   ac->cb = cb;
   ac->cb_arg = arg;
-  arm_timer(ac);
+  await_reply(ac);
   return 1;
 }
 
@@ -582,7 +674,7 @@ static int send_chunk(milter_aclient *ac) {
     return rc;
   ac->body_off += n;
   ac->res.chunks_sent++;
-  arm_timer(ac);
+  await_reply(ac);
   return 0;
 }
 

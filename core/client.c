@@ -1,53 +1,110 @@
-/* client.c -- the blocking MTA-side milter client (milter_client.h).
- *
- * Plain sockets, poll() for every wait; the codec (milter_enc_*,
- * milter_decoder_*, milter_parse_reply) does all framing and parsing. */
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
+/* client.c -- the blocking MTA-side milter client (milter_client.h): a
+ * convenience wrapper over the libuv client (aclient.c).  Each
+ * milter_client owns a private uv loop and one milter_aclient; every call
+ * issues the event and runs the loop until its answer is in.  NR commands
+ * are flushed at once, so that a call returns with its bytes on the wire. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <time.h>
-#include <unistd.h>
 
-#include <mailfilter/milter.h>
+#include <uv.h>
+
+#include <mailfilter/milter_aclient.h>
 #include <mailfilter/milter_client.h>
-#include <mailfilter/milter_codec.h>
 
 #include "client_proto.h"
 
 struct milter_client {
-  mcp p; /* options, negotiation, error text */
-  int fd;
-  milter_decoder dec;
-  milter_buf out;
-  /* input bytes read but not yet decoded */
-  uint8_t rbuf[65536];
-  size_t rpos, rlen;
+  milter_client_opts opts;
+  uv_loop_t loop;
+  milter_aclient *ac; /* NULL when not connected */
+  int negotiated;
+  /* the awaited answer */
+  int done, err;
+  milter_client_result res;
+  char errmsg[256];
 };
 
 __attribute__((format(printf, 3, 4))) static int fail(milter_client *c, int err,
                                                       const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(c->p.errmsg, sizeof c->p.errmsg, fmt, ap);
+  vsnprintf(c->errmsg, sizeof c->errmsg, fmt, ap);
   va_end(ap);
-  if (err != MILTER_E_INVAL && err != MILTER_E_STATE)
-    milter_client_close(c);
   return err;
 }
 
-/* An error the shared protocol code reported (errmsg already set). */
+/* Answers can arrive from a timer callback, after which uv_run(ONCE)
+ * would still block in its poll phase: uv_stop() makes that poll return
+ * at once. */
+typedef struct closing {
+  uv_loop_t *loop;
+  int closed;
+} closing;
+
+static void on_closed(void *arg) {
+  closing *cl = arg;
+  cl->closed = 1;
+  uv_stop(cl->loop);
+}
+
+/* Close the aclient (QUIT when it is healthy and idle) and wait until it is
+ * gone. */
+static void drop(milter_client *c) {
+  if (c->ac == NULL)
+    return;
+  closing cl = {&c->loop, 0};
+  milter_aclient_close(c->ac, on_closed, &cl);
+  while (!cl.closed)
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+  c->ac = NULL;
+  c->negotiated = 0;
+}
+
+/* An error from the aclient: keep its text; after anything but misuse the
+ * connection is gone (later calls: MILTER_E_STATE). */
 static int failed(milter_client *c, int err) {
+  snprintf(c->errmsg, sizeof c->errmsg, "%s",
+           c->ac != NULL ? milter_aclient_errmsg(c->ac) : "not connected");
+  if (err == MILTER_E_CLOSED)
+    err = MILTER_E_STATE;
   if (err != MILTER_E_INVAL && err != MILTER_E_STATE)
-    milter_client_close(c);
+    drop(c);
   return err;
 }
+
+static void on_answer(milter_aclient *ac, int err, milter_client_result *r,
+                      void *arg) {
+  (void)ac;
+  milter_client *c = arg;
+  c->done = 1;
+  c->err = err;
+  uv_stop(&c->loop);
+  if (r != NULL) {
+    c->res = *r; /* take it over */
+    memset(r, 0, sizeof *r);
+  }
+}
+
+/* rc: what the aclient call returned (1: an answer is coming). */
+static int wait_answer(milter_client *c, int rc) {
+  if (rc != 1)
+    return rc;
+  while (!c->done)
+    uv_run(&c->loop, UV_RUN_DEFAULT); /* on_answer stops it */
+  return c->err;
+}
+
+static void arm(milter_client *c) {
+  c->done = 0;
+  c->err = 0;
+  milter_client_result_free(&c->res);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle                                                               */
+/* ------------------------------------------------------------------------ */
 
 int milter_client_new(milter_client **out, const milter_client_opts *opts) {
   if (out == NULL)
@@ -59,247 +116,85 @@ int milter_client_new(milter_client **out, const milter_client_opts *opts) {
   milter_client *c = calloc(1, sizeof *c);
   if (c == NULL)
     return MILTER_E_NOMEM;
-  c->p = p;
-  c->fd = -1;
-  milter_decoder_init(&c->dec, p.opts.hard_cap);
+  c->opts = p.opts;
+  if (uv_loop_init(&c->loop) < 0) {
+    free(c);
+    return MILTER_E_NOMEM;
+  }
   *out = c;
   return 0;
 }
 
 void milter_client_close(milter_client *c) {
-  if (c == NULL)
-    return;
-  if (c->fd >= 0)
-    close(c->fd);
-  c->fd = -1;
-  c->p.negotiated = 0;
-  c->rpos = c->rlen = 0;
-  milter_decoder_free(&c->dec);
-  milter_decoder_init(&c->dec, c->p.opts.hard_cap);
-  c->out.len = 0;
+  if (c != NULL)
+    drop(c);
 }
 
 void milter_client_free(milter_client *c) {
   if (c == NULL)
     return;
-  milter_client_close(c);
-  milter_decoder_free(&c->dec);
-  milter_buf_free(&c->out);
-  mcp_reset(&c->p);
+  drop(c);
+  uv_run(&c->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&c->loop);
+  milter_client_result_free(&c->res);
   free(c);
 }
 
 const char *milter_client_errmsg(const milter_client *c) {
-  return c != NULL ? c->p.errmsg : "";
+  return c != NULL ? c->errmsg : "";
+}
+
+static const mcp *proto(const milter_client *c) {
+  return c->ac != NULL && c->negotiated ? mcp_aclient_proto(c->ac) : NULL;
 }
 
 uint32_t milter_client_version(const milter_client *c) {
-  return c->p.negotiated ? c->p.version : 0;
+  return proto(c) ? proto(c)->version : 0;
 }
 uint32_t milter_client_actions(const milter_client *c) {
-  return c->p.negotiated ? c->p.actions : 0;
+  return proto(c) ? proto(c)->actions : 0;
 }
 uint32_t milter_client_protocol(const milter_client *c) {
-  return c->p.negotiated ? c->p.protocol : 0;
+  return proto(c) ? proto(c)->protocol : 0;
 }
 uint32_t milter_client_data_size(const milter_client *c) {
-  return c->p.negotiated ? c->p.data_size : 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Time and I/O                                                             */
-/* ------------------------------------------------------------------------ */
-
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* Wait for events on fd until deadline.  1 ready, 0 timeout, <0 error. */
-static int wait_fd(int fd, short events, uint64_t deadline) {
-  for (;;) {
-    uint64_t now = now_ms();
-    if (now >= deadline)
-      return 0;
-    uint64_t left = deadline - now;
-    struct pollfd p = {.fd = fd, .events = events, .revents = 0};
-    int n = poll(&p, 1, left > 60000 ? 60000 : (int)left);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      return -1;
-    if (n > 0)
-      return 1;
-  }
+  return proto(c) ? proto(c)->data_size : 0;
 }
 
 int milter_client_open(milter_client *c, const char *spec) {
   if (c == NULL || spec == NULL)
     return MILTER_E_INVAL;
-  milter_client_close(c);
-  mcp_reset(&c->p);
-  c->p.errmsg[0] = '\0';
-  struct sockaddr_storage ss;
-  int is_unix = 0;
-  char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-  if (milter_parse_spec(spec, &ss, &is_unix, path, sizeof path) < 0)
-    return fail(c, MILTER_E_ADDR, "bad socket spec '%s'", spec);
-  socklen_t slen;
-  if (is_unix) {
-    struct sockaddr_un *su = (struct sockaddr_un *)&ss;
-    memset(su, 0, sizeof *su);
-    su->sun_family = AF_UNIX;
-    memcpy(su->sun_path, path, strlen(path) + 1);
-    slen = (socklen_t)sizeof *su;
-  } else {
-    slen = ss.ss_family == AF_INET6 ? (socklen_t)sizeof(struct sockaddr_in6)
-                                    : (socklen_t)sizeof(struct sockaddr_in);
+  drop(c);
+  c->errmsg[0] = '\0';
+  int rc = milter_aclient_new(&c->ac, &c->loop, &c->opts);
+  if (rc < 0) {
+    c->ac = NULL;
+    return fail(c, rc, "out of memory");
   }
-  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0)
-    return fail(c, MILTER_E_IO, "socket: %s", strerror(errno));
-  c->fd = fd;
-  if (connect(fd, (struct sockaddr *)&ss, slen) < 0) {
-    if (errno != EINPROGRESS && errno != EAGAIN)
-      return fail(c, MILTER_E_IO, "connect to %s: %s", spec, strerror(errno));
-    int w = wait_fd(fd, POLLOUT, now_ms() + c->p.opts.connect_timeout_ms);
-    if (w == 0)
-      return fail(c, MILTER_E_TIMEOUT, "connect to %s: timed out", spec);
-    int err = 0;
-    socklen_t el = sizeof err;
-    if (w < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
-      err = errno;
-    if (err != 0)
-      return fail(c, MILTER_E_IO, "connect to %s: %s", spec, strerror(err));
-  }
-  return 0;
-}
-
-/* Write c->out completely, then empty it. */
-static int flush(milter_client *c) {
-  size_t off = 0;
-  uint64_t deadline = now_ms() + c->p.opts.command_timeout_ms;
-  while (off < c->out.len) {
-    ssize_t n = send(c->fd, c->out.data + off, c->out.len - off, MSG_NOSIGNAL);
-    if (n > 0) {
-      off += (size_t)n;
-      continue;
-    }
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      int w = wait_fd(c->fd, POLLOUT, deadline);
-      if (w == 0)
-        return fail(c, MILTER_E_TIMEOUT, "write to milter timed out");
-      if (w < 0)
-        return fail(c, MILTER_E_IO, "poll: %s", strerror(errno));
-      continue;
-    }
-    if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
-      return fail(c, MILTER_E_EOF, "milter closed the connection (write: %s)",
-                  strerror(errno));
-    return fail(c, MILTER_E_IO, "write: %s", strerror(errno));
-  }
-  c->out.len = 0;
-  return 0;
-}
-
-/* Read one packet, waiting until deadline.  The packet stays valid until the
- * next call. */
-static int read_packet(milter_client *c, uint64_t deadline,
-                       milter_packet *pkt) {
-  for (;;) {
-    if (c->rpos < c->rlen) {
-      size_t used = 0;
-      int rc = milter_decoder_feed(&c->dec, c->rbuf + c->rpos,
-                                   c->rlen - c->rpos, &used, pkt);
-      c->rpos += used;
-      if (rc == 1)
-        return 0;
-      if (rc == MILTER_E_TOOBIG)
-        return fail(c, MILTER_E_TOOBIG,
-                    "milter sent a packet of %u bytes (limit %u)",
-                    (unsigned)c->dec.need, (unsigned)c->p.opts.hard_cap);
-      if (rc == MILTER_E_PROTO)
-        return fail(c, MILTER_E_PROTO, "milter sent a zero-length packet");
-      if (rc < 0)
-        return fail(c, rc, "decoder: %s", milter_strerror(rc));
-    }
-    /* The decoder copied a partial packet; the read buffer is free. */
-    c->rpos = c->rlen = 0;
-    int w = wait_fd(c->fd, POLLIN, deadline);
-    if (w == 0)
-      return fail(c, MILTER_E_TIMEOUT, "no reply from the milter in time");
-    if (w < 0)
-      return fail(c, MILTER_E_IO, "poll: %s", strerror(errno));
-    ssize_t n = recv(c->fd, c->rbuf, sizeof c->rbuf, 0);
-    if (n == 0)
-      return fail(c, MILTER_E_EOF, "milter closed the connection");
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
-        continue;
-      if (errno == ECONNRESET)
-        return fail(c, MILTER_E_EOF, "milter reset the connection");
-      return fail(c, MILTER_E_IO, "read: %s", strerror(errno));
-    }
-    c->rlen = (size_t)n;
-  }
-}
-
-/* Read replies to cmd until a final one. */
-static int read_reply(milter_client *c, uint8_t cmd, milter_client_result *r) {
-  uint64_t tmo = cmd == MILTER_CMD_EOB ? c->p.opts.eom_timeout_ms
-                                       : c->p.opts.command_timeout_ms;
-  uint64_t deadline = now_ms() + tmo;
-  for (;;) {
-    milter_packet pkt;
-    int rc = read_packet(c, deadline, &pkt);
-    if (rc < 0)
-      return rc;
-    if ((rc = mcp_reply(&c->p, cmd, &pkt, r)) < 0)
-      return failed(c, rc);
-    if (rc == 1)
-      return 0;
-    deadline = now_ms() + tmo; /* PROGRESS or a modification */
-  }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Negotiation                                                              */
-/* ------------------------------------------------------------------------ */
-
-static int ready(milter_client *c, int need_nego) {
-  if (c->fd < 0)
-    return fail(c, MILTER_E_STATE, "not connected");
-  if (need_nego && !c->p.negotiated)
-    return fail(c, MILTER_E_STATE, "not negotiated");
-  c->p.errmsg[0] = '\0';
-  return 0;
+  arm(c);
+  rc = mcp_aclient_connect(c->ac, spec, on_answer, c);
+  if (rc == 0)
+    rc = wait_answer(c, 1);
+  return rc < 0 ? failed(c, rc) : 0;
 }
 
 int milter_client_negotiate(milter_client *c, milter_client_nego *out) {
   if (c == NULL)
     return MILTER_E_INVAL;
-  int rc = ready(c, 0);
-  if (rc < 0)
-    return rc;
-  if (c->p.negotiated)
+  if (c->ac == NULL)
+    return fail(c, MILTER_E_STATE, "not connected");
+  if (c->negotiated)
     return fail(c, MILTER_E_STATE, "already negotiated");
-  mcp_reset(&c->p);
-  const milter_client_opts *o = &c->p.opts;
-  if ((rc = milter_enc_optneg(&c->out, o->version, o->actions, o->protocol)) <
-      0)
-    return fail(c, rc, "encode: %s", milter_strerror(rc));
-  if ((rc = flush(c)) < 0)
-    return rc;
-  milter_packet pkt;
-  if ((rc = read_packet(c, now_ms() + o->command_timeout_ms, &pkt)) < 0)
-    return rc;
-  if ((rc = mcp_negotiated(&c->p, &pkt)) < 0)
+  c->errmsg[0] = '\0';
+  arm(c);
+  int rc = mcp_aclient_negotiate(c->ac, on_answer, c);
+  if (rc == 0)
+    rc = wait_answer(c, 1);
+  if (rc < 0)
     return failed(c, rc);
+  c->negotiated = 1;
   if (out != NULL)
-    mcp_nego_out(&c->p, out);
+    milter_aclient_nego(c->ac, out);
   return 0;
 }
 
@@ -307,192 +202,171 @@ int milter_client_negotiate(milter_client *c, milter_client_nego *out) {
 /* Events                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Common start of an event: checks, result reset.  Returns 1 to send, 0 for
- * NOT_SENT, or an error. */
-static int begin_event(milter_client *c, uint8_t cmd, milter_client_result *r) {
+/* Before an event: checks, r emptied.  Returns its mode (MCP_*) or an
+ * error. */
+static int begin(milter_client *c, uint8_t cmd, milter_client_result *r) {
   if (c == NULL || r == NULL)
     return MILTER_E_INVAL;
   milter_client_result_free(r);
-  int rc = ready(c, 1);
-  if (rc < 0)
-    return rc;
-  if (mcp_event_mode(&c->p, cmd) == MCP_NOT_SENT) {
+  if (c->ac == NULL)
+    return fail(c, MILTER_E_STATE, "not connected");
+  if (!c->negotiated)
+    return fail(c, MILTER_E_STATE, "not negotiated");
+  c->errmsg[0] = '\0';
+  arm(c);
+  int mode = mcp_event_mode(mcp_aclient_proto(c->ac), cmd);
+  if (mode == MCP_NOT_SENT)
     r->status = MILTER_CLIENT_NOT_SENT;
-    return 0;
-  }
-  return 1;
+  return mode;
 }
 
-/* Send what is in c->out (one command cmd) and read its reply if one is
- * due. */
-static int finish_event(milter_client *c, uint8_t cmd, int enc_rc,
-                        milter_client_result *r) {
-  if (enc_rc < 0) {
-    c->out.len = 0;
-    return fail(c, MILTER_E_INVAL, "cannot encode %s: %s", milter_cmd_name(cmd),
-                milter_strerror(enc_rc));
-  }
-  int rc = flush(c);
+/* After the aclient call: wait for the answer, or flush an NR command. */
+static int finish(milter_client *c, int mode, int rc,
+                  milter_client_result *r) {
   if (rc < 0)
-    return rc;
-  if (mcp_event_mode(&c->p, cmd) == MCP_NOREPLY) {
+    return failed(c, rc);
+  if (mode == MCP_NOREPLY) {
     r->status = MILTER_CLIENT_NOREPLY;
-    return 0;
+    rc = milter_aclient_flush(c->ac);
+    return rc < 0 ? failed(c, rc) : 0;
   }
-  return read_reply(c, cmd, r);
+  if ((rc = wait_answer(c, rc)) < 0)
+    return failed(c, rc);
+  *r = c->res;
+  memset(&c->res, 0, sizeof c->res);
+  return 0;
 }
 
 int milter_client_macro(milter_client *c, uint8_t cmd, size_t n_pairs,
                         const char *const *names_values) {
   if (c == NULL || (n_pairs > 0 && names_values == NULL))
     return MILTER_E_INVAL;
-  int rc = ready(c, 1);
-  if (rc < 0)
-    return rc;
-  rc = milter_enc_macro(&c->out, cmd, n_pairs, names_values);
-  if (rc < 0) {
-    c->out.len = 0;
-    return fail(c, MILTER_E_INVAL, "cannot encode SMFIC_MACRO: %s",
-                milter_strerror(rc));
-  }
-  return flush(c);
+  if (c->ac == NULL || !c->negotiated)
+    return fail(c, MILTER_E_STATE, "not negotiated");
+  int rc = milter_aclient_macro(c->ac, cmd, n_pairs, names_values);
+  if (rc == 0)
+    rc = milter_aclient_flush(c->ac);
+  return rc < 0 ? failed(c, rc) : 0;
 }
 
 int milter_client_connect(milter_client *c, const char *hostname, char family,
                           uint16_t port, const char *address,
                           milter_client_result *r) {
-  int rc = begin_event(c, MILTER_CMD_CONNECT, r);
-  if (rc <= 0)
-    return rc;
-  if (family == MILTER_FAMILY_UNKNOWN)
-    address = NULL, port = 0;
-  rc = milter_enc_connect(&c->out, hostname, family, port, address);
-  return finish_event(c, MILTER_CMD_CONNECT, rc, r);
+  int mode = begin(c, MILTER_CMD_CONNECT, r);
+  if (mode <= 0)
+    return mode;
+  int rc = milter_aclient_connect(c->ac, hostname, family, port, address,
+                                  on_answer, c);
+  return finish(c, mode, rc, r);
 }
 
 int milter_client_helo(milter_client *c, const char *helo,
                        milter_client_result *r) {
-  int rc = begin_event(c, MILTER_CMD_HELO, r);
-  if (rc <= 0)
-    return rc;
-  rc = milter_enc_helo(&c->out, helo);
-  return finish_event(c, MILTER_CMD_HELO, rc, r);
-}
-
-static int envaddr(milter_client *c, uint8_t cmd, const char *addr, size_t argc,
-                   const char *const *argv, milter_client_result *r) {
-  int rc = begin_event(c, cmd, r);
-  if (rc <= 0)
-    return rc;
-  rc = argc > 0 && argv == NULL
-           ? MILTER_E_INVAL
-           : milter_enc_envaddr(&c->out, cmd, addr, argc, argv);
-  return finish_event(c, cmd, rc, r);
+  int mode = begin(c, MILTER_CMD_HELO, r);
+  if (mode <= 0)
+    return mode;
+  return finish(c, mode, milter_aclient_helo(c->ac, helo, on_answer, c), r);
 }
 
 int milter_client_mail(milter_client *c, const char *addr, size_t argc,
                        const char *const *argv, milter_client_result *r) {
-  return envaddr(c, MILTER_CMD_MAIL, addr, argc, argv, r);
+  int mode = begin(c, MILTER_CMD_MAIL, r);
+  if (mode <= 0)
+    return mode;
+  int rc = milter_aclient_mail(c->ac, addr, argc, argv, on_answer, c);
+  return finish(c, mode, rc, r);
 }
 
 int milter_client_rcpt(milter_client *c, const char *addr, size_t argc,
                        const char *const *argv, milter_client_result *r) {
-  return envaddr(c, MILTER_CMD_RCPT, addr, argc, argv, r);
-}
-
-static int simple(milter_client *c, uint8_t cmd, milter_client_result *r) {
-  int rc = begin_event(c, cmd, r);
-  if (rc <= 0)
-    return rc;
-  rc = milter_enc_simple(&c->out, cmd);
-  return finish_event(c, cmd, rc, r);
+  int mode = begin(c, MILTER_CMD_RCPT, r);
+  if (mode <= 0)
+    return mode;
+  int rc = milter_aclient_rcpt(c->ac, addr, argc, argv, on_answer, c);
+  return finish(c, mode, rc, r);
 }
 
 int milter_client_data(milter_client *c, milter_client_result *r) {
-  return simple(c, MILTER_CMD_DATA, r);
+  int mode = begin(c, MILTER_CMD_DATA, r);
+  if (mode <= 0)
+    return mode;
+  return finish(c, mode, milter_aclient_data(c->ac, on_answer, c), r);
 }
 
 int milter_client_eoh(milter_client *c, milter_client_result *r) {
-  return simple(c, MILTER_CMD_EOH, r);
+  int mode = begin(c, MILTER_CMD_EOH, r);
+  if (mode <= 0)
+    return mode;
+  return finish(c, mode, milter_aclient_eoh(c->ac, on_answer, c), r);
 }
 
 int milter_client_eom(milter_client *c, milter_client_result *r) {
-  return simple(c, MILTER_CMD_EOB, r);
+  int mode = begin(c, MILTER_CMD_EOB, r);
+  if (mode <= 0)
+    return mode;
+  return finish(c, mode, milter_aclient_eom(c->ac, on_answer, c), r);
 }
 
 int milter_client_header(milter_client *c, const char *name, const char *value,
                          milter_client_result *r) {
-  int rc = begin_event(c, MILTER_CMD_HEADER, r);
-  if (rc <= 0)
-    return rc;
-  rc = milter_enc_header(&c->out, name, value);
-  return finish_event(c, MILTER_CMD_HEADER, rc, r);
+  int mode = begin(c, MILTER_CMD_HEADER, r);
+  if (mode <= 0)
+    return mode;
+  int rc = milter_aclient_header(c->ac, name, value, on_answer, c);
+  return finish(c, mode, rc, r);
 }
 
 int milter_client_unknown(milter_client *c, const char *line,
                           milter_client_result *r) {
-  int rc = begin_event(c, MILTER_CMD_UNKNOWN, r);
-  if (rc <= 0)
-    return rc;
-  rc = milter_enc_unknown(&c->out, line);
-  return finish_event(c, MILTER_CMD_UNKNOWN, rc, r);
+  int mode = begin(c, MILTER_CMD_UNKNOWN, r);
+  if (mode <= 0)
+    return mode;
+  return finish(c, mode, milter_aclient_unknown(c->ac, line, on_answer, c), r);
 }
 
 int milter_client_body(milter_client *c, const void *data, size_t len,
                        milter_client_result *r) {
   if (len > 0 && data == NULL)
     return MILTER_E_INVAL;
-  int rc = begin_event(c, MILTER_CMD_BODY, r);
-  if (rc <= 0)
-    return rc;
+  int mode = begin(c, MILTER_CMD_BODY, r);
+  if (mode <= 0)
+    return mode;
   if (len == 0) {
     r->status = MILTER_CLIENT_NOT_SENT;
     return 0;
   }
-  const uint8_t *p = data;
-  size_t off = 0;
-  while (off < len) {
-    size_t n = len - off < c->p.data_size ? len - off : c->p.data_size;
-    rc = milter_enc_body(&c->out, p + off, n);
-    unsigned progress = r->progress;
-    r->progress = 0;
-    rc = finish_event(c, MILTER_CMD_BODY, rc, r);
-    r->progress += progress;
-    if (rc < 0)
-      return rc;
-    off += n;
-    r->chunks_sent++;
-    if (r->status == MILTER_CLIENT_REPLIED && r->reply != MILTER_REPLY_CONTINUE)
-      break;
+  int rc = milter_aclient_body(c->ac, data, len, on_answer, c);
+  if ((rc = finish(c, mode, rc, r)) < 0)
+    return rc;
+  if (mode == MCP_NOREPLY) { /* every chunk went out */
+    size_t ds = mcp_aclient_proto(c->ac)->data_size;
+    r->chunks_sent = (unsigned)((len + ds - 1) / ds);
   }
   return 0;
 }
 
-static int no_reply(milter_client *c, uint8_t cmd) {
+static int no_reply(milter_client *c, int (*fn)(milter_aclient *)) {
   if (c == NULL)
     return MILTER_E_INVAL;
-  int rc = ready(c, 1);
-  if (rc < 0)
-    return rc;
-  rc = milter_enc_simple(&c->out, cmd);
-  if (rc < 0) {
-    c->out.len = 0;
-    return fail(c, rc, "cannot encode %s", milter_cmd_name(cmd));
-  }
-  return flush(c);
+  if (c->ac == NULL || !c->negotiated)
+    return fail(c, MILTER_E_STATE, "not negotiated");
+  int rc = fn(c->ac);
+  return rc < 0 ? failed(c, rc) : 0;
 }
 
 int milter_client_abort(milter_client *c) {
-  return no_reply(c, MILTER_CMD_ABORT);
-}
-
-int milter_client_quit(milter_client *c) {
-  int rc = no_reply(c, MILTER_CMD_QUIT);
-  if (rc == 0)
-    milter_client_close(c);
-  return rc;
+  return no_reply(c, milter_aclient_abort);
 }
 
 int milter_client_quit_nc(milter_client *c) {
-  return no_reply(c, MILTER_CMD_QUIT_NC);
+  return no_reply(c, milter_aclient_quit_nc);
+}
+
+int milter_client_quit(milter_client *c) {
+  if (c == NULL)
+    return MILTER_E_INVAL;
+  if (c->ac == NULL || !c->negotiated)
+    return fail(c, MILTER_E_STATE, "not negotiated");
+  drop(c); /* QUIT, drain, close */
+  return 0;
 }

@@ -38,4 +38,13 @@ int mcp_event_mode(const mcp *p, uint8_t cmd);
 int mcp_reply(mcp *p, uint8_t cmd, const milter_packet *pkt,
               milter_client_result *r);
 
+/* The blocking client runs on the libuv one (aclient.c): connect and
+ * negotiate as two steps, and the protocol state of an aclient. */
+#include <mailfilter/milter_aclient.h>
+int mcp_aclient_connect(milter_aclient *ac, const char *spec,
+                        milter_aclient_cb cb, void *arg);
+int mcp_aclient_negotiate(milter_aclient *ac, milter_aclient_cb cb,
+                          void *arg);
+const mcp *mcp_aclient_proto(const milter_aclient *ac);
+
 #endif

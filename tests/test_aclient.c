@@ -146,12 +146,14 @@ typedef struct answer {
 
 static void on_answer(milter_aclient *ac, int err, milter_client_result *r,
                       void *arg) {
-  (void)ac;
   answer *a = arg;
   if (a->is_open) /* open's answer carries no result */
     assert_null(r);
   a->done = 1;
   a->err = err;
+  /* the answer may come from a timer callback: make uv_run(ONCE) return
+   * instead of blocking in its poll phase */
+  uv_stop(milter_aclient_loop(ac));
   if (r != NULL) {
     a->r = *r; /* take ownership */
     memset(r, 0, sizeof *r);
@@ -424,6 +426,7 @@ typedef struct fake {
   int lfd, port;
   pthread_t thread;
   milter_buf script; /* written after the OPTNEG packet is read */
+  int all_at_once;   /* the whole script at once, not packet by command */
 } fake;
 
 /* Read one whole packet (length prefix included). */
@@ -455,10 +458,12 @@ static void *fake_thread(void *arg) {
                                            (size_t)p[1] << 16 |
                                            (size_t)p[2] << 8 | p[3])
                                     : 0;
+  if (f->all_at_once)
+    first = f->script.len;
   if (read_packet(fd) == 0 && first > 0) {
-    (void)!write(fd, p, first);
+    (void)send(fd, p, first, MSG_NOSIGNAL);
     if (f->script.len > first && read_packet(fd) == 0)
-      (void)!write(fd, p + first, f->script.len - first);
+      (void)send(fd, p + first, f->script.len - first, MSG_NOSIGNAL);
   }
   uint8_t buf[4096];
   while (read(fd, buf, sizeof buf) > 0) {
@@ -592,6 +597,66 @@ static void test_error_refused_and_misuse(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* Replies sent ahead of their commands wait for them (as with an MTA that
+ * reads on demand); a flood while nothing is due is a protocol error,
+ * reported by the next call, then MILTER_E_CLOSED. */
+static void test_early_bytes(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  milter_aclient *ac = NULL;
+  /* early: OPTNEG reply and, in the same write, CONNECT's and HELO's */
+  fake g = {0};
+  optneg_reply(&g);
+  assert_int_equal(milter_enc_reply_simple(&g.script, MILTER_REPLY_PROGRESS),
+                   0);
+  assert_int_equal(milter_enc_reply_simple(&g.script, MILTER_REPLY_CONTINUE),
+                   0);
+  assert_int_equal(milter_enc_reply_simple(&g.script, MILTER_REPLY_TEMPFAIL),
+                   0);
+  g.all_at_once = 1;
+  fake_start(&g);
+  uv_loop_init(&loop);
+  assert_int_equal(fake_open(&loop, &g, &ac, 2000), 0);
+  answer a = {0};
+  assert_int_equal(await(&loop,
+                         milter_aclient_connect(ac, "h", MILTER_FAMILY_INET, 1,
+                                                "192.0.2.1", on_answer, &a),
+                         &a),
+                   0);
+  assert_int_equal(a.r.reply, MILTER_REPLY_CONTINUE);
+  assert_int_equal(a.r.progress, 1);
+  assert_int_equal(
+      await(&loop, milter_aclient_helo(ac, "x", on_answer, &a), &a), 0);
+  assert_int_equal(a.r.reply, MILTER_REPLY_TEMPFAIL);
+  milter_client_result_free(&a.r);
+  close_and_wait(&loop, ac);
+  uv_loop_close(&loop);
+  fake_end(&g);
+
+  /* a flood while nothing is due */
+  fake h = {0};
+  optneg_reply(&h);
+  uint8_t *junk = calloc(1, 1200000);
+  assert_int_equal(milter_buf_append(&h.script, junk, 1200000), 0);
+  free(junk);
+  h.all_at_once = 1;
+  fake_start(&h);
+  uv_loop_init(&loop);
+  assert_int_equal(fake_open(&loop, &h, &ac, 2000), 0);
+  for (int i = 0; i < 400; i++) {
+    if (strstr(milter_aclient_errmsg(ac), "no reply was due") != NULL)
+      break;
+    uv_run(&loop, UV_RUN_NOWAIT);
+    usleep(5000);
+  }
+  assert_non_null(strstr(milter_aclient_errmsg(ac), "no reply was due"));
+  assert_int_equal(milter_aclient_helo(ac, "x", on_answer, &a), MILTER_E_PROTO);
+  assert_int_equal(milter_aclient_helo(ac, "x", on_answer, &a), MILTER_E_CLOSED);
+  close_and_wait(&loop, ac);
+  uv_loop_close(&loop);
+  fake_end(&h);
+}
+
 static void test_close_while_awaiting(void **state) {
   (void)state;
   fake f = {0};
@@ -621,6 +686,7 @@ int main(void) {
       cmocka_unit_test(test_error_timeout),
       cmocka_unit_test(test_error_negotiation),
       cmocka_unit_test(test_error_refused_and_misuse),
+      cmocka_unit_test(test_early_bytes),
       cmocka_unit_test(test_close_while_awaiting),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

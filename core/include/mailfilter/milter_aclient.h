@@ -22,6 +22,10 @@
  *   milter_aclient_flush(): a run of NR_HDR headers costs one write.
  *
  * RESULTS
+ *   cb runs from a read callback or from a timer callback (bytes the
+ *   milter sent early are decoded from a 0 ms timer): a caller that waits
+ *   for one answer with uv_run(loop, UV_RUN_ONCE) should call uv_stop()
+ *   in cb, or that uv_run may go on to block in its poll phase.
  *   cb(ac, err, r, arg): err 0 and r the result (status, reply, text,
  *   progress, actions -- see milter_client_result), or err < 0 and r NULL.
  *   r is owned by the aclient and freed when cb returns; move what you keep.
@@ -72,6 +76,9 @@ typedef void (*milter_aclient_closed_cb)(void *arg);
  * timers).  Returns 0 and *out, MILTER_E_INVAL or MILTER_E_NOMEM. */
 MF_API int milter_aclient_new(milter_aclient **out, uv_loop_t *loop,
                               const milter_client_opts *opts);
+
+/* The loop the aclient runs on. */
+MF_API uv_loop_t *milter_aclient_loop(const milter_aclient *ac);
 
 /* A user pointer (default NULL). */
 MF_API void milter_aclient_set_data(milter_aclient *ac, void *data);
