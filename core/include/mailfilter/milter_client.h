@@ -8,13 +8,16 @@
  * Uses: testing a milter byte for byte, driving load against it, or an MTA
  * that wants to call milters.
  *
- * THIS CLIENT IS BLOCKING: each call writes its command(s) on a plain socket
- * and waits for the reply with poll() timeouts.  For many connections on
- * one libuv loop use milter_aclient (milter_aclient.h): same options,
- * negotiation rules and result types, the same protocol code underneath.
+ * THIS CLIENT IS BLOCKING: a convenience wrapper over the libuv client
+ * (milter_aclient.h).  Each milter_client owns a private uv loop; each call
+ * sends its command (its bytes are on the wire when it returns) and runs
+ * that loop until the reply is in or a timeout fires.  For many connections
+ * on one loop use milter_aclient directly: same options, negotiation rules
+ * and result types.
  *
  * THREAD RULES
- *   A milter_client is used by one thread at a time (no internal locking).
+ *   A milter_client is used by one thread at a time (no internal locking);
+ *   its private loop is never shared.
  *   Different clients may be used on different threads concurrently.  The
  *   functions keep no global state.
  *
