@@ -124,6 +124,26 @@ int milter_decoder_feed(milter_decoder *d, const uint8_t *buf, size_t len,
       }
     }
   }
+  if (d->streaming) {
+    /* The next piece of a streamed packet. */
+    size_t take = len - off < d->stream_left ? len - off : d->stream_left;
+    if (take == 0) {
+      *consumed = off;
+      return 0;
+    }
+    pkt->cmd = d->stream_cmd;
+    pkt->data = buf + off;
+    pkt->len = (uint32_t)take;
+    d->stream_left -= (uint32_t)take;
+    pkt->frag = MILTER_FRAG_CONT | (d->stream_left ? MILTER_FRAG_MORE : 0);
+    if (d->stream_left == 0) {
+      d->streaming = 0;
+      d->hdr_have = 0;
+    }
+    *consumed = off + take;
+    return 1;
+  }
+  pkt->frag = 0;
   if (d->part == NULL && len - off >= d->need) {
     /* The whole packet is in the caller's slice: no copy. */
     pkt->cmd = buf[off];
@@ -132,6 +152,22 @@ int milter_decoder_feed(milter_decoder *d, const uint8_t *buf, size_t len,
     off += d->need;
     d->hdr_have = 0;
     *consumed = off;
+    return 1;
+  }
+  if (d->stream_cmd != 0 && d->part == NULL && off < len &&
+      buf[off] == d->stream_cmd) {
+    /* A streamed packet that does not fit this slice: its first piece now,
+     * the rest as it comes (need > len - off >= 1, so more follows). */
+    d->streaming = 1;
+    d->stream_left = d->need - 1;
+    off++;
+    size_t take = len - off;
+    pkt->cmd = d->stream_cmd;
+    pkt->data = buf + off;
+    pkt->len = (uint32_t)take;
+    d->stream_left -= (uint32_t)take;
+    pkt->frag = MILTER_FRAG_MORE;
+    *consumed = off + take;
     return 1;
   }
   size_t take = len - off;

@@ -106,6 +106,9 @@ static uint32_t nr_bit(uint8_t cmd) {
   }
 }
 
+/* ctx->frag: where a streamed BODY packet stands. */
+enum { FRAG_NONE = 0, FRAG_ACTIVE = 1, FRAG_IGNORE = 2 };
+
 void milter_session_init(milter_ctx *ctx, const milter_filter_desc *desc,
                          const milter_session_env *env, void *glue,
                          const char *peer) {
@@ -118,6 +121,8 @@ void milter_session_init(milter_ctx *ctx, const milter_filter_desc *desc,
   uint32_t cap = env->hard_cap ? env->hard_cap : MILTER_DEFAULT_HARD_CAP;
   milter_decoder_init(&ctx->dec,
                       cap < MILTER_DATA_64K + 1 ? cap : MILTER_DATA_64K + 1);
+  if (desc->flags & MILTER_DESC_STREAM_BODY)
+    ctx->dec.stream_cmd = MILTER_CMD_BODY;
   snprintf(ctx->peer, sizeof ctx->peer, "%s", peer ? peer : "?");
 }
 
@@ -628,8 +633,49 @@ static int on_packet(milter_ctx *ctx, const milter_packet *pkt) {
     }
   }
   ctx->state = (uint8_t)to;
-  milter_session_finish(ctx, c.code, dispatch(ctx, &c, pkt));
+  milter_status st = dispatch(ctx, &c, pkt);
+  if ((pkt->frag & MILTER_FRAG_MORE) && st == MILTER_PENDING) {
+    milter_ctx_log(ctx, MILTER_LOG_ERROR,
+                   "body callback returned PENDING for a streamed piece: "
+                   "answering TEMPFAIL");
+    st = MILTER_TEMPFAIL;
+  }
+  if (pkt->frag & MILTER_FRAG_MORE) {
+    /* The first piece of a streamed BODY packet: its reply comes after the
+     * last piece. */
+    ctx->frag = FRAG_ACTIVE;
+    ctx->frag_st = (uint8_t)st;
+    return 0;
+  }
+  milter_session_finish(ctx, c.code, st);
   return 0;
+}
+
+/* A later piece of a streamed BODY packet (MILTER_DESC_STREAM_BODY).  The
+ * body callback sees each piece until one returns something other than
+ * CONTINUE/NOREPLY; that status (or the last one) answers the packet. */
+static void on_body_piece(milter_ctx *ctx, const milter_packet *pkt) {
+  if (ctx->frag == FRAG_ACTIVE) {
+    milter_status st = (milter_status)ctx->frag_st;
+    if ((st == MILTER_CONTINUE || st == MILTER_NOREPLY) && pkt->len > 0 &&
+        ctx->desc->cb.body != NULL) {
+      st = ctx->desc->cb.body(ctx, pkt->data, pkt->len);
+      if (st == MILTER_PENDING) {
+        /* Documented as not allowed with MILTER_DESC_STREAM_BODY. */
+        milter_ctx_log(ctx, MILTER_LOG_ERROR,
+                       "body callback returned PENDING for a streamed "
+                       "piece: answering TEMPFAIL");
+        st = MILTER_TEMPFAIL;
+      }
+      ctx->frag_st = (uint8_t)st;
+    }
+  }
+  if (!(pkt->frag & MILTER_FRAG_MORE)) {
+    if (ctx->frag == FRAG_ACTIVE)
+      milter_session_finish(ctx, MILTER_CMD_BODY,
+                            (milter_status)ctx->frag_st);
+    ctx->frag = FRAG_NONE;
+  }
 }
 
 int milter_session_feed(milter_ctx *ctx, const uint8_t *buf, size_t len) {
@@ -658,13 +704,22 @@ int milter_session_feed(milter_ctx *ctx, const uint8_t *buf, size_t len) {
                        milter_strerror(r));
       return r;
     }
-    if (ctx->negotiated && pkt.len + 1 > ctx->data_size + 1)
-      milter_ctx_log(ctx, MILTER_LOG_DEBUG,
-                     "%s of %u bytes over the negotiated size %u (tolerated)",
-                     milter_cmd_name(pkt.cmd), pkt.len, ctx->data_size);
-    r = on_packet(ctx, &pkt);
-    if (r < 0)
-      return r;
+    if (pkt.frag & MILTER_FRAG_CONT) {
+      on_body_piece(ctx, &pkt);
+    } else {
+      if (ctx->negotiated && ctx->dec.need > ctx->data_size + 1)
+        milter_ctx_log(ctx, MILTER_LOG_DEBUG,
+                       "%s of %u bytes over the negotiated size %u "
+                       "(tolerated)",
+                       milter_cmd_name(pkt.cmd), ctx->dec.need - 1,
+                       ctx->data_size);
+      r = on_packet(ctx, &pkt);
+      if (r < 0)
+        return r;
+      if ((pkt.frag & MILTER_FRAG_MORE) && ctx->frag != FRAG_ACTIVE &&
+          !ctx->pending)
+        ctx->frag = FRAG_IGNORE; /* not taken (out of order ...): skip */
+    }
     if (ctx->close_req)
       return MILTER_E_CLOSED;
     if (ctx->pending) {

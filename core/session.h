@@ -98,6 +98,8 @@ struct milter_ctx {
   uint32_t skip_states; /* MI_MASK of stages NO* allows to skip (fix_stm) */
   uint8_t state;        /* enum milter_stage */
   uint8_t pending;      /* command whose reply is PENDING, or 0 */
+  uint8_t frag;         /* a streamed BODY packet: FRAG_* (session.c) */
+  uint8_t frag_st;      /* its status so far (milter_status) */
   unsigned negotiated : 1;
   unsigned in_msg : 1;      /* a message is in progress (reset exactly once) */
   unsigned in_eom : 1;      /* eom callback running or its reply pending */

@@ -672,6 +672,9 @@ static int build_desc(mf_filter *f) {
     d->cb.eoh = cb_eoh;
   if (s == MF_STAGE_EOM)
     d->cb.body = cb_body;
+  /* the body goes to the spool piece by piece: no per-connection packet
+   * buffer (cb_body never answers PENDING) */
+  d->flags |= MILTER_DESC_STREAM_BODY;
   d->actions_wanted = MILTER_ACT_ALL;
   uint32_t nr = MILTER_P_NR_HDR | MILTER_P_NR_BODY | MILTER_P_NR_UNKN;
   if (s != MF_STAGE_CONNECT)

@@ -635,6 +635,68 @@ static void test_malformed(void **state) {
 }
 
 /* The decoder holds no memory while idle and copies only partial packets. */
+/* stream_cmd: a BODY packet that straddles slices comes out piece by piece
+ * (first MORE, then CONT|MORE, last CONT) with no buffer held; one that fits
+ * its slice, and any other command, come out whole. */
+static void test_decoder_stream(void **state) {
+  (void)state;
+  milter_buf b;
+  milter_buf_init(&b);
+  static uint8_t body[100000];
+  for (size_t i = 0; i < sizeof body; i++)
+    body[i] = (uint8_t)(i * 7);
+  assert_int_equal(milter_enc_body(&b, body, sizeof body), 0);
+  assert_int_equal(milter_enc_header(&b, "Subject", "straddles"), 0);
+  assert_int_equal(milter_enc_body(&b, "tiny", 4), 0);
+  milter_decoder d;
+  milter_decoder_init(&d, MILTER_DATA_1M + 1);
+  d.stream_cmd = MILTER_CMD_BODY;
+  static uint8_t got[100000];
+  size_t got_len = 0, npieces = 0, whole = 0;
+  int saw_header = 0;
+  for (size_t off = 0; off < b.len;) {
+    size_t n = b.len - off < 4093 ? b.len - off : 4093; /* odd slices */
+    size_t pos = 0;
+    while (pos < n) {
+      size_t used = 0;
+      milter_packet p;
+      int r = milter_decoder_feed(&d, b.data + off + pos, n - pos, &used, &p);
+      pos += used;
+      assert_true(r >= 0);
+      if (r == 0)
+        break;
+      if (p.cmd == MILTER_CMD_BODY && p.frag != 0) {
+        assert_null(d.part);
+        if (npieces == 0)
+          assert_int_equal(p.frag, MILTER_FRAG_MORE);
+        else
+          assert_true(p.frag & MILTER_FRAG_CONT);
+        memcpy(got + got_len, p.data, p.len);
+        got_len += p.len;
+        npieces++;
+        if (!(p.frag & MILTER_FRAG_MORE))
+          assert_int_equal(got_len, sizeof body);
+      } else if (p.cmd == MILTER_CMD_HEADER) {
+        assert_int_equal(p.frag, 0);
+        saw_header = 1;
+      } else {
+        assert_int_equal(p.cmd, MILTER_CMD_BODY);
+        assert_int_equal(p.frag, 0);
+        assert_int_equal(p.len, 4);
+        whole++;
+      }
+    }
+    off += n;
+  }
+  assert_int_equal(got_len, sizeof body);
+  assert_memory_equal(got, body, sizeof body);
+  assert_true(npieces >= sizeof body / 4093);
+  assert_true(saw_header);
+  assert_int_equal(whole, 1);
+  milter_decoder_free(&d);
+  milter_buf_free(&b);
+}
+
 static void test_decoder_memory(void **state) {
   (void)state;
   milter_buf b;
@@ -682,6 +744,7 @@ int main(void) {
       cmocka_unit_test(test_encoders_byte_exact),
       cmocka_unit_test(test_parse_roundtrip),
       cmocka_unit_test(test_malformed),
+      cmocka_unit_test(test_decoder_stream),
       cmocka_unit_test(test_decoder_memory),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -155,7 +155,17 @@ typedef struct milter_filter_desc {
    * MILTER_ACT_SETSYMLIST (v6); silently not requested otherwise. */
   const char *macros[MILTER_M_COUNT];
   void *userdata;               /* milter_ctx_filter_data() */
+  unsigned flags;               /* MILTER_DESC_* */
 } milter_filter_desc;
+
+/* milter_filter_desc.flags: hand the body callback each BODY packet's bytes
+ * as they arrive, instead of collecting the packet first.  The callback may
+ * then see one packet in several pieces (boundaries are not packet
+ * boundaries) and must not return MILTER_PENDING; the first status other
+ * than CONTINUE/NOREPLY (or the last one) answers the packet.  Saves a
+ * buffer of up to the data size per connection receiving a large body
+ * (what a filter that only stores or scans the body wants). */
+#define MILTER_DESC_STREAM_BODY 1u
 
 /* ======================================================================== */
 /* The per-connection context (loop thread only, see THREAD RULES)          */

@@ -56,7 +56,16 @@ typedef struct milter_packet {
   uint8_t cmd;
   const uint8_t *data;
   uint32_t len;
+  /* 0: a whole packet.  Otherwise a piece of a packet whose command is the
+   * decoder's stream_cmd, handed over as it arrives instead of being
+   * collected: MILTER_FRAG_MORE (more pieces follow) and/or MILTER_FRAG_CONT
+   * (not the first piece).  Every piece carries cmd; only the first may be
+   * empty. */
+  uint8_t frag;
 } milter_packet;
+
+#define MILTER_FRAG_MORE 1
+#define MILTER_FRAG_CONT 2
 
 /* Embeddable decoder state (about 40 bytes while no partial packet is held).
  * A partial packet is copied into a heap buffer that is freed as soon as the
@@ -69,6 +78,14 @@ typedef struct milter_decoder {
   uint8_t *part;      /* partial packet bytes (cmd + payload), or NULL */
   uint32_t part_have; /* bytes in part */
   uint32_t part_cap;
+  /* A command whose packets are not collected when they arrive in pieces
+   * but handed over piece by piece (see milter_packet.frag): 0 = none
+   * (default).  The server sets MILTER_CMD_BODY for filters that ask for
+   * it (MILTER_DESC_STREAM_BODY), so that a 64 KiB body packet arriving in
+   * several reads costs no per-connection buffer. */
+  uint8_t stream_cmd;
+  uint8_t streaming;    /* inside a streamed packet */
+  uint32_t stream_left; /* its payload bytes still to come */
 } milter_decoder;
 
 /* Initialise with the largest allowed packet length (cmd byte + payload);
