@@ -41,27 +41,51 @@ static char *memdup0(const char *s, size_t n) {
 static void field_free(mfh_field *f) {
   if (f == NULL)
     return;
-  free(f->name);
-  free(f->value);
+  if (!f->name_inline)
+    free(f->name);
+  if (!f->value_inline)
+    free(f->value);
   free(f->decoded);
   free(f);
 }
 
+/* A received field: the struct, its name and its value in one allocation
+ * (most fields are never edited). */
 static mfh_field *field_new(const char *name, const char *value, size_t len,
                             bool leadspc, size_t orig) {
-  mfh_field *f = calloc(1, sizeof *f);
+  size_t nl = strlen(name);
+  mfh_field *f = calloc(1, sizeof *f + nl + 1 + len + 1);
   if (f == NULL)
     return NULL;
-  f->name = strdup(name);
-  f->value = memdup0(value, len);
-  if (f->name == NULL || f->value == NULL) {
-    field_free(f);
-    return NULL;
-  }
+  f->name = (char *)(f + 1);
+  memcpy(f->name, name, nl + 1);
+  f->value = f->name + nl + 1;
+  if (len > 0)
+    memcpy(f->value, value, len);
+  f->value[len] = '\0';
+  f->name_inline = f->value_inline = true;
   f->len = len;
   f->leadspc = leadspc;
   f->orig = orig;
   return f;
+}
+
+/* An original's name and value in one block: o->name owns it. */
+static int orig_set(mfh_orig *o, const char *name, const char *value,
+                    size_t len, bool leadspc) {
+  size_t nl = strlen(name);
+  char *b = malloc(nl + 1 + len + 1);
+  if (b == NULL)
+    return MF_HDR_E_NOMEM;
+  memcpy(b, name, nl + 1);
+  if (len > 0)
+    memcpy(b + nl + 1, value, len);
+  b[nl + 1 + len] = '\0';
+  o->name = b;
+  o->value = b + nl + 1;
+  o->len = len;
+  o->leadspc = leadspc;
+  return MF_HDR_OK;
 }
 
 static int grow(void **arr, size_t *cap, size_t need, size_t elem) {
@@ -104,10 +128,8 @@ int mf_hdr_new(mf_hdrs **out, unsigned flags) {
 }
 
 static void free_origs(mf_hdrs *h) {
-  for (size_t i = 0; i < h->norigs; i++) {
-    free(h->origs[i].name);
-    free(h->origs[i].value);
-  }
+  for (size_t i = 0; i < h->norigs; i++)
+    free(h->origs[i].name); /* the value is in the same block */
   free(h->origs);
   h->origs = NULL;
   h->norigs = h->caporigs = 0;
@@ -142,15 +164,11 @@ static int add_original(mf_hdrs *h, const char *name, const char *value,
       MF_HDR_OK)
     return MF_HDR_E_NOMEM;
   mfh_orig *o = &h->origs[h->norigs];
-  o->name = strdup(name);
-  o->value = memdup0(value, len);
-  o->len = len;
-  o->leadspc = leadspc;
+  if (orig_set(o, name, value, len, leadspc) != MF_HDR_OK)
+    return MF_HDR_E_NOMEM;
   mfh_field *f = field_new(name, value, len, leadspc, h->norigs);
-  if (o->name == NULL || o->value == NULL || f == NULL ||
-      insert_field(h, h->nfields, f) != MF_HDR_OK) {
+  if (f == NULL || insert_field(h, h->nfields, f) != MF_HDR_OK) {
     free(o->name);
-    free(o->value);
     field_free(f);
     return MF_HDR_E_NOMEM;
   }
@@ -256,15 +274,10 @@ int mf_hdr_commit(mf_hdrs *h) {
     return fail(h, MF_HDR_E_NOMEM, "commit");
   for (size_t i = 0; i < h->nfields; i++) {
     mfh_field *f = h->fields[i];
-    no[i].name = strdup(f->name);
-    no[i].value = memdup0(f->value, f->len);
-    no[i].len = f->len;
-    no[i].leadspc = f->leadspc;
-    if (no[i].name == NULL || no[i].value == NULL) {
-      for (size_t k = 0; k <= i; k++) {
+    if (orig_set(&no[i], f->name, f->value, f->len, f->leadspc) !=
+        MF_HDR_OK) {
+      for (size_t k = 0; k < i; k++)
         free(no[k].name);
-        free(no[k].value);
-      }
       free(no);
       return fail(h, MF_HDR_E_NOMEM, "commit");
     }
@@ -414,7 +427,9 @@ static bool mode_lead(const mf_hdrs *h) {
 
 /* Replace the value of f by v (taken over, length n). */
 static void replace_value(mf_hdrs *h, mfh_field *f, char *v, size_t n) {
-  free(f->value);
+  if (!f->value_inline)
+    free(f->value);
+  f->value_inline = false;
   free(f->decoded);
   f->decoded = NULL;
   f->value = v;
@@ -458,7 +473,9 @@ int mf_hdr_rename(mf_hdrs *h, size_t i, const char *name) {
   char *n = strdup(name);
   if (n == NULL)
     return fail(h, MF_HDR_E_NOMEM, "rename");
-  free(f->name);
+  if (!f->name_inline)
+    free(f->name);
+  f->name_inline = false;
   f->name = n;
   h->edited = true;
   return MF_HDR_OK;

@@ -9,8 +9,8 @@
 
 /* One original field (snapshot taken when it was received). */
 typedef struct mfh_orig {
-  char *name;
-  char *value;
+  char *name;  /* one allocation: name, NUL, value, NUL */
+  char *value; /* points into name's block */
   size_t len;
   bool leadspc;
 } mfh_orig;
@@ -23,6 +23,9 @@ typedef struct mfh_field {
   bool leadspc;
   size_t orig;   /* index in originals, or MFH_NEW */
   char *decoded; /* lazily filled cache, or NULL */
+  /* name / value live in the field's own allocation (after the struct) and
+   * are not freed on their own; set on receipt, cleared when replaced. */
+  bool name_inline, value_inline;
 } mfh_field;
 
 #define MFH_NEW ((size_t)-1)
