@@ -108,8 +108,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size -= 2;
   milter_session_env env = {
       .log = quiet, .log_level = MILTER_LOG_DEBUG, .hard_cap = 4u << 20};
+  /* Half the inputs run with body streaming (MILTER_DESC_STREAM_BODY). */
+  static milter_filter_desc desc_stream;
+  if (desc_stream.name == NULL) {
+    desc_stream = desc;
+    desc_stream.flags = MILTER_DESC_STREAM_BODY;
+  }
   milter_ctx ctx;
-  milter_session_init(&ctx, &desc, &env, NULL, "fuzz");
+  milter_session_init(&ctx, (seed & 0x80) ? &desc_stream : &desc, &env, NULL,
+                      "fuzz");
   size_t off = 0;
   int r = 0;
   while (off < size && r >= 0) {
