@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages that build and test mailfilter need.
-# Used by scripts/quickstart.sh and .ci/run.  Needs root (uses sudo if not).
+# Used by scripts/quickstart.sh (.ci/run installs the same list itself).
+# Needs root (uses sudo if not).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-PKGS=(
-  build-essential cmake pkg-config clang libclang-rt-14-dev
-  libuv1-dev libgmime-3.0-dev libidn2-dev libicu-dev libcmocka-dev
-  libmilter-dev python3-milter miltertest postfix valgrind
-)
+# The list is shared with .ci/run.
+read -r -a PKGS <<< "$(tr '\n' ' ' < "$(dirname "$0")/packages.txt")"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 # postfix: no system configuration; the tests run private instances only.
