@@ -85,27 +85,10 @@ static void f_close(milter_ctx *ctx) {
   n_closes++;
 }
 
-static void quiet_log(void *ud, milter_log_level lvl, const char *msg) {
-  (void)ud;
-  (void)lvl;
-  (void)msg;
-}
-
-typedef struct tsrv {
-  milter_server *srv;
-  pthread_t thread;
-  char spec[64];
-} tsrv;
-
-static void *run_thread(void *arg) {
-  milter_server_run(arg);
-  return NULL;
-}
-
 static milter_filter_desc desc;
 
 /* nr: ask for NR_* on rcpt, header and body (else everything is answered). */
-static void srv_start(tsrv *t, int nr) {
+static void srv_start(tu_server *t, int nr) {
   memset(&desc, 0, sizeof desc);
   desc.name = "test_aclient";
   desc.cb.envrcpt = f_rcpt;
@@ -118,22 +101,7 @@ static void srv_start(tsrv *t, int nr) {
   if (nr)
     desc.protocol_wanted =
         MILTER_P_NR_RCPT | MILTER_P_NR_HDR | MILTER_P_NR_BODY;
-  milter_server_opts o;
-  milter_server_opts_init(&o);
-  o.handle_signals = 0;
-  o.log = quiet_log;
-  o.drain_timeout_ms = 1000;
-  assert_int_equal(milter_server_new(&t->srv, NULL, &desc, &o), 0);
-  assert_int_equal(milter_server_listen(t->srv, "inet:0@127.0.0.1"), 0);
-  snprintf(t->spec, sizeof t->spec, "inet:%d@127.0.0.1",
-           milter_server_port(t->srv));
-  assert_int_equal(pthread_create(&t->thread, NULL, run_thread, t->srv), 0);
-}
-
-static void srv_stop(tsrv *t) {
-  milter_server_stop(t->srv);
-  pthread_join(t->thread, NULL);
-  milter_server_free(t->srv);
+  assert_int_equal(tu_server_start(t, &desc), 0);
 }
 
 /* ---- awaiting one answer on the test's loop -------------------------------- */
@@ -197,7 +165,7 @@ static milter_aclient *open_to(uv_loop_t *loop, const char *spec,
 static void test_answered_transaction(void **state) {
   (void)state;
   counters_reset();
-  tsrv t;
+  tu_server t;
   srv_start(&t, 0);
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -274,7 +242,7 @@ static void test_answered_transaction(void **state) {
   close_and_wait(&loop, ac);
   assert_int_equal(uv_run(&loop, UV_RUN_NOWAIT), 0);
   assert_int_equal(uv_loop_close(&loop), 0);
-  srv_stop(&t);
+  tu_server_stop(&t);
   assert_int_equal(n_headers, 1);
   assert_int_equal(n_body_chunks, 3);
   assert_int_equal(body_bytes, blen);
@@ -285,7 +253,7 @@ static void test_answered_transaction(void **state) {
 static void test_nr_batched(void **state) {
   (void)state;
   counters_reset();
-  tsrv t;
+  tu_server t;
   srv_start(&t, 1);
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -318,7 +286,7 @@ static void test_nr_batched(void **state) {
   milter_client_result_free(&a.r);
   close_and_wait(&loop, ac);
   uv_loop_close(&loop);
-  srv_stop(&t);
+  tu_server_stop(&t);
   assert_int_equal(n_headers, 60);
   assert_int_equal(n_rcpts, 3);
   assert_int_equal(body_bytes, 9000);
@@ -396,7 +364,7 @@ static void drive(milter_aclient *ac, int err, milter_client_result *r,
 static void test_many_connections(void **state) {
   (void)state;
   counters_reset();
-  tsrv t;
+  tu_server t;
   srv_start(&t, 1);
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -414,7 +382,7 @@ static void test_many_connections(void **state) {
     assert_true(cs[i].done);
   }
   assert_int_equal(uv_loop_close(&loop), 0);
-  srv_stop(&t);
+  tu_server_stop(&t);
   assert_int_equal(n_eoms, CONNS * MSGS);
   assert_int_equal(n_headers, CONNS * MSGS);
   assert_int_equal(n_closes, CONNS);

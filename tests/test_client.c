@@ -197,23 +197,6 @@ static int get(int *p) {
 /* ---- server in a thread ---------------------------------------------------
  */
 
-typedef struct tsrv {
-  milter_server *srv;
-  pthread_t thread;
-  char spec[64];
-} tsrv;
-
-static void *run_thread(void *arg) {
-  milter_server_run(arg);
-  return NULL;
-}
-
-static void quiet_log(void *ud, milter_log_level lvl, const char *msg) {
-  (void)ud;
-  (void)lvl;
-  (void)msg;
-}
-
 static milter_filter_desc full_desc(void) {
   milter_filter_desc d;
   memset(&d, 0, sizeof d);
@@ -237,29 +220,11 @@ static milter_filter_desc full_desc(void) {
   return d;
 }
 
-static void srv_start(tsrv *t, const milter_filter_desc *d) {
-  static milter_filter_desc keep[8];
-  static int nkeep;
-  keep[nkeep % 8] = *d;
-  milter_server_opts o;
-  milter_server_opts_init(&o);
-  o.handle_signals = 0;
-  o.log = quiet_log;
-  o.drain_timeout_ms = 1000;
-  assert_int_equal(milter_server_new(&t->srv, NULL, &keep[nkeep++ % 8], &o), 0);
-  assert_int_equal(milter_server_listen(t->srv, "inet:0@127.0.0.1"), 0);
-  snprintf(t->spec, sizeof t->spec, "inet:%d@127.0.0.1",
-           milter_server_port(t->srv));
-  assert_int_equal(pthread_create(&t->thread, NULL, run_thread, t->srv), 0);
+static void srv_start(tu_server *t, const milter_filter_desc *d) {
+  assert_int_equal(tu_server_start(t, d), 0);
 }
 
-static void srv_stop(tsrv *t) {
-  milter_server_stop(t->srv);
-  pthread_join(t->thread, NULL);
-  milter_server_free(t->srv);
-}
-
-static milter_client *client_for(const tsrv *t, const milter_client_opts *o) {
+static milter_client *client_for(const tu_server *t, const milter_client_opts *o) {
   milter_client *c = NULL;
   assert_int_equal(milter_client_new(&c, o), 0);
   int rc = milter_client_open(c, t->spec);
@@ -386,7 +351,7 @@ static void one_message(milter_client *c, int with_abort, int v6,
 static void test_full_v6(void **state) {
   (void)state;
   st_reset();
-  tsrv t;
+  tu_server t;
   milter_filter_desc d = full_desc();
   srv_start(&t, &d);
   milter_client_opts o;
@@ -442,14 +407,14 @@ static void test_full_v6(void **state) {
     usleep(10000);
   assert_int_equal(get(&st.closes), 2);
   assert_int_equal(get(&st.connects), 2);
-  srv_stop(&t);
+  tu_server_stop(&t);
 }
 
 /* 64K: body and replacement body both split in 64K chunks. */
 static void test_chunking_64k(void **state) {
   (void)state;
   st_reset();
-  tsrv t;
+  tu_server t;
   milter_filter_desc d = full_desc();
   srv_start(&t, &d);
   milter_client_opts o;
@@ -486,14 +451,14 @@ static void test_chunking_64k(void **state) {
   milter_client_result_free(&r);
   OK(milter_client_quit(c));
   milter_client_free(c);
-  srv_stop(&t);
+  tu_server_stop(&t);
 }
 
 /* v2: DATA and UNKNOWN are not sent, v6-only actions not performed. */
 static void test_v2(void **state) {
   (void)state;
   st_reset();
-  tsrv t;
+  tu_server t;
   milter_filter_desc d = full_desc();
   srv_start(&t, &d);
   milter_client_opts o;
@@ -520,14 +485,14 @@ static void test_v2(void **state) {
   milter_client_result_free(&r);
   OK(milter_client_quit(c));
   milter_client_free(c);
-  srv_stop(&t);
+  tu_server_stop(&t);
 }
 
 /* NO* (NULL callbacks) and NR_* (asked by the filter). */
 static void test_no_nr(void **state) {
   (void)state;
   st_reset();
-  tsrv t;
+  tu_server t;
   milter_filter_desc d = full_desc();
   d.cb.helo = NULL;
   d.cb.data = NULL;
@@ -574,7 +539,7 @@ static void test_no_nr(void **state) {
   milter_client_result_free(&r);
   OK(milter_client_quit(c));
   milter_client_free(c);
-  srv_stop(&t);
+  tu_server_stop(&t);
 }
 
 /* ---- scripted raw milters ---------------------------------------------- */

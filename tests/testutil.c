@@ -78,3 +78,38 @@ int tu_listen_loopback(int *port) {
   *port = ntohs(sa.sin_port);
   return fd;
 }
+
+static void *tu_server_thread(void *arg) {
+  milter_server_run(arg);
+  return NULL;
+}
+
+static void tu_quiet(void *ud, milter_log_level lvl, const char *msg) {
+  (void)ud;
+  (void)lvl;
+  (void)msg;
+}
+
+int tu_server_start(tu_server *t, const milter_filter_desc *d) {
+  milter_server_opts o;
+  milter_server_opts_init(&o);
+  o.handle_signals = 0;
+  o.log = tu_quiet;
+  o.drain_timeout_ms = 1000;
+  int rc = milter_server_new(&t->srv, NULL, d, &o); /* copies d */
+  if (rc == 0)
+    rc = milter_server_listen(t->srv, "inet:0@127.0.0.1");
+  if (rc != 0)
+    return rc;
+  snprintf(t->spec, sizeof t->spec, "inet:%d@127.0.0.1",
+           milter_server_port(t->srv));
+  return pthread_create(&t->thread, NULL, tu_server_thread, t->srv) == 0
+             ? 0
+             : MILTER_E_NOMEM;
+}
+
+void tu_server_stop(tu_server *t) {
+  milter_server_stop(t->srv);
+  pthread_join(t->thread, NULL);
+  milter_server_free(t->srv);
+}

@@ -2,8 +2,11 @@
 #ifndef MF_TESTUTIL_H
 #define MF_TESTUTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <mailfilter/milter.h>
 
 /* Path of a file under tests/data ($MF_TEST_DATA); static buffer. */
 const char *tu_data_path(const char *name);
@@ -15,6 +18,17 @@ int tu_count_fds(void);
 /* A TCP socket listening on 127.0.0.1 on a free port (stored in *port), or
  * -1. */
 int tu_listen_loopback(int *port);
+
+/* Our server for filter d on a free loopback port, on its own thread and
+ * loop, logging nothing (no signal handlers; 1 s drain on stop).  spec is
+ * the socket spec to connect to.  Returns 0 or the failing step's error. */
+typedef struct tu_server {
+  milter_server *srv;
+  pthread_t thread;
+  char spec[64];
+} tu_server;
+int tu_server_start(tu_server *t, const milter_filter_desc *d);
+void tu_server_stop(tu_server *t);
 
 /* Run a milter_client call on the client `c` in scope; fail the cmocka test
  * with the client's error text when it does not return 0.  Include after
