@@ -62,7 +62,6 @@ typedef struct conn {
   int step, msg, rcpt, hdr;
   uint8_t waiting; /* the command whose reply step() gets next */
   uint64_t t0;
-  int held; /* idle mode: connect+helo answered */
 } conn;
 
 static cfg C;
@@ -288,8 +287,7 @@ static void step(milter_aclient *ac, int err, milter_client_result *r,
       c->step = 2;
       break;
     case 2: /* a new message, or QUIT */
-      if (C.idle) {
-        c->held = 1;
+      if (C.idle) { /* held: connect and helo answered */
         idle_ready++;
         return;
       }

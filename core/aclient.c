@@ -434,9 +434,10 @@ static void on_connect(uv_connect_t *req, int status) {
     die(ac, rc);
 }
 
-/* Connect; cb(ac, err, NULL, arg) when connected or failed. */
-static int start_connect(milter_aclient *ac, const char *spec,
-                         milter_aclient_cb cb, void *arg) {
+/* Connect; cb(ac, err, NULL, arg) when connected or failed (and, with
+ * then_negotiate set by milter_aclient_open, negotiated). */
+int mcp_aclient_connect(milter_aclient *ac, const char *spec,
+                        milter_aclient_cb cb, void *arg) {
   if (ac == NULL || spec == NULL || cb == NULL)
     return MILTER_E_INVAL;
   if (ac->stream_init || ac->closing)
@@ -476,11 +477,6 @@ static int start_connect(milter_aclient *ac, const char *spec,
   return 0;
 }
 
-int mcp_aclient_connect(milter_aclient *ac, const char *spec,
-                        milter_aclient_cb cb, void *arg) {
-  return start_connect(ac, spec, cb, arg);
-}
-
 int mcp_aclient_negotiate(milter_aclient *ac, milter_aclient_cb cb,
                           void *arg) {
   if (ac == NULL || cb == NULL)
@@ -505,7 +501,7 @@ const mcp *mcp_aclient_proto(const milter_aclient *ac) { return &ac->p; }
 
 int milter_aclient_open(milter_aclient *ac, const char *spec,
                         milter_aclient_cb cb, void *arg) {
-  int rc = start_connect(ac, spec, cb, arg);
+  int rc = mcp_aclient_connect(ac, spec, cb, arg);
   if (rc == 0)
     ac->then_negotiate = 1;
   return rc;
