@@ -6,6 +6,7 @@
 #include <mailfilter/addr.h>
 
 #include "addr_internal.h"
+#include "mf_alloc.h"
 
 #define LOCAL_MAX 64
 
@@ -117,7 +118,7 @@ static int is_atext(unsigned char c) {
 /* Concatenate up to three strings into a new one. */
 static char *cat3(const char *a, const char *b, const char *c) {
   size_t la = strlen(a), lb = b ? strlen(b) : 0, lc = c ? strlen(c) : 0;
-  char *r = malloc(la + lb + lc + 1);
+  char *r = xmalloc(la + lb + lc + 1);
   if (!r)
     return NULL;
   memcpy(r, a, la);
@@ -163,7 +164,7 @@ static int parse_local(const char *s, size_t len, size_t *p, unsigned flags,
   size_t vlen = 0;
   if (i < len && s[i] == '"') {
     a->bits |= A_QUOTED;
-    val = malloc(len - i + 1);
+    val = xmalloc(len - i + 1);
     if (!val)
       return mfa_nomem(why);
     i++;
@@ -262,7 +263,7 @@ static int parse_domain(const char *s, size_t len, size_t *p, mf_addr *a,
     rc = mfa_literal(s + start, i - start, &a->alabel, why);
     if (rc)
       return rc;
-    a->ulabel = strdup(a->alabel);
+    a->ulabel = xstrdup(a->alabel);
     if (!a->ulabel)
       return mfa_nomem(why);
     a->bits |= A_LITERAL;
@@ -296,7 +297,7 @@ static int parse_at(const char *s, size_t len, unsigned flags, mf_addr **out,
   *out = NULL;
   if (len == 0)
     return mfa_fail(why, MF_ADDR_E_SYNTAX, "empty address");
-  mf_addr *a = calloc(1, sizeof *a);
+  mf_addr *a = xcalloc(1, sizeof *a);
   if (!a)
     return mfa_nomem(why);
 
@@ -318,8 +319,8 @@ static int parse_at(const char *s, size_t len, unsigned flags, mf_addr **out,
       goto fail;
     }
     a->bits |= A_NULL;
-    if (!(a->local = strdup("")) || !(a->local_value = strdup("")) ||
-        !(a->str = strdup("")) || !(a->key = strdup(""))) {
+    if (!(a->local = xstrdup("")) || !(a->local_value = xstrdup("")) ||
+        !(a->str = xstrdup("")) || !(a->key = xstrdup(""))) {
       rc = mfa_nomem(why);
       goto fail;
     }
@@ -498,7 +499,7 @@ int mf_addr_new(const char *local, const char *domain, unsigned flags,
   if (!local)
     return mf_addr_parse("<>", flags | MF_ADDR_MAIL_FROM, out, why);
   size_t ll = strlen(local), dl = domain ? strlen(domain) : 0;
-  char *w = malloc(2 * ll + 4 + dl), *q = w;
+  char *w = xmalloc(2 * ll + 4 + dl), *q = w;
   if (!w)
     return mfa_nomem(why);
   if (is_dot_atom(local)) {
@@ -526,14 +527,14 @@ int mf_addr_new(const char *local, const char *domain, unsigned flags,
 static int dup1(char **dst, const char *src) {
   if (!src)
     return 0;
-  *dst = strdup(src);
+  *dst = xstrdup(src);
   return *dst ? 0 : -1;
 }
 
 mf_addr *mf_addr_dup(const mf_addr *a) {
   if (!a)
     return NULL;
-  mf_addr *b = calloc(1, sizeof *b);
+  mf_addr *b = xcalloc(1, sizeof *b);
   if (!b)
     return NULL;
   b->bits = a->bits;
@@ -698,7 +699,7 @@ int mf_addr_format_alloc(const mf_addr *a, unsigned fmt, char **out) {
   int n = mf_addr_format(a, fmt, NULL, 0);
   if (n < 0)
     return n;
-  char *s = malloc((size_t)n + 1);
+  char *s = xmalloc((size_t)n + 1);
   if (!s)
     return MF_ADDR_E_NOMEM;
   mf_addr_format(a, fmt, s, (size_t)n + 1);

@@ -9,6 +9,7 @@
 #include <idn2.h>
 
 #include "addr_internal.h"
+#include "mf_alloc.h"
 
 #define IDNA_FLAGS (IDN2_NONTRANSITIONAL | IDN2_NFC_INPUT)
 
@@ -282,6 +283,6 @@ int mfa_literal(const char *s, size_t len, char **canon, const char **why) {
     *canon = c;
     return 0;
   }
-  *canon = strdup(buf);
+  *canon = xstrdup(buf);
   return *canon ? 0 : mfa_fail(why, MF_ADDR_E_NOMEM, "out of memory");
 }

@@ -7,6 +7,7 @@
 #include <mailfilter/addr.h>
 
 #include "addr_internal.h"
+#include "mf_alloc.h"
 
 typedef struct {
   char *name;
@@ -61,7 +62,7 @@ static int check_value(const char *s, size_t n, const char **why) {
 int mf_addr_params_new(mf_addr_params **out) {
   if (!out)
     return MF_ADDR_E_INVAL;
-  *out = calloc(1, sizeof **out);
+  *out = xcalloc(1, sizeof **out);
   return *out ? 0 : MF_ADDR_E_NOMEM;
 }
 
@@ -132,7 +133,7 @@ static int add(mf_addr_params *p, const char *name, size_t nl,
   }
   if (p->n == p->cap) {
     size_t cap = p->cap ? p->cap * 2 : 4;
-    param *nv = realloc(p->v, cap * sizeof *nv);
+    param *nv = xrealloc(p->v, cap * sizeof *nv);
     if (!nv) {
       free(v);
       return mfa_nomem(why);
@@ -285,7 +286,7 @@ int mf_addr_params_format_alloc(const mf_addr_params *p, char **out) {
   int n = mf_addr_params_format(p, NULL, 0);
   if (n < 0)
     return n;
-  char *s = malloc((size_t)n + 1);
+  char *s = xmalloc((size_t)n + 1);
   if (!s)
     return MF_ADDR_E_NOMEM;
   mf_addr_params_format(p, s, (size_t)n + 1);
@@ -309,7 +310,7 @@ int mf_addr_xtext_decode(const char *in, char **out, const char **why) {
   if (!in || !out)
     return mfa_fail(why, MF_ADDR_E_INVAL, "invalid argument");
   size_t n = strlen(in);
-  char *r = malloc(n + 1), *q = r;
+  char *r = xmalloc(n + 1), *q = r;
   if (!r)
     return mfa_nomem(why);
   for (size_t i = 0; i < n; i++) {
@@ -350,7 +351,7 @@ int mf_addr_xtext_encode(const char *in, char **out) {
   if (!in || !out)
     return MF_ADDR_E_INVAL;
   size_t n = strlen(in);
-  char *r = malloc(3 * n + 1), *q = r;
+  char *r = xmalloc(3 * n + 1), *q = r;
   if (!r)
     return MF_ADDR_E_NOMEM;
   for (size_t i = 0; i < n; i++) {

@@ -7,9 +7,10 @@
 #include <unicode/ustring.h>
 
 #include "addr_internal.h"
+#include "mf_alloc.h"
 
 char *mfa_strndup(const char *s, size_t n) {
-  char *d = malloc(n + 1);
+  char *d = xmalloc(n + 1);
   if (d) {
     memcpy(d, s, n);
     d[n] = '\0';
@@ -111,7 +112,7 @@ int mfa_nfc(const char *s, size_t len, char **out, const char **why) {
   int32_t u16len = 0, n16len = 0, u8len = 0;
 
   /* UTF-8 -> UTF-16 (a UTF-16 string is never longer than its UTF-8). */
-  u16 = malloc(sizeof(UChar) * (len + 1));
+  u16 = xmalloc(sizeof(UChar) * (len + 1));
   if (!u16)
     goto done;
   u_strFromUTF8(u16, (int32_t)len + 1, &u16len, s, (int32_t)len, &st);
@@ -123,7 +124,7 @@ int mfa_nfc(const char *s, size_t len, char **out, const char **why) {
   if (st != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(st))
     goto icu_fail;
   st = U_ZERO_ERROR;
-  n16 = malloc(sizeof(UChar) * ((size_t)n16len + 1));
+  n16 = xmalloc(sizeof(UChar) * ((size_t)n16len + 1));
   if (!n16)
     goto done;
   n16len = unorm2_normalize(nfc, u16, u16len, n16, n16len + 1, &st);
@@ -135,7 +136,7 @@ int mfa_nfc(const char *s, size_t len, char **out, const char **why) {
   if (st != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(st))
     goto icu_fail;
   st = U_ZERO_ERROR;
-  res = malloc((size_t)u8len + 1);
+  res = xmalloc((size_t)u8len + 1);
   if (!res)
     goto done;
   u_strToUTF8(res, u8len + 1, &u8len, n16, n16len, &st);

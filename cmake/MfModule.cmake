@@ -12,7 +12,9 @@ function(mf_add_module)
   target_include_directories(${M_NAME}_obj PUBLIC
     $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include>
     $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
-  target_include_directories(${M_NAME}_obj PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  # core/seam: internal headers shared by every module (the allocation seam).
+  target_include_directories(${M_NAME}_obj PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}
+    ${PROJECT_SOURCE_DIR}/core/seam)
   target_compile_definitions(${M_NAME}_obj PRIVATE MF_BUILDING)
   target_link_libraries(${M_NAME}_obj PUBLIC mf_common ${M_PUBLIC_DEPS} PRIVATE ${M_PRIVATE_DEPS})
 

@@ -12,6 +12,7 @@
 #include <mailfilter/milter_codec.h>
 
 #include "client_proto.h"
+#include "mf_alloc.h"
 
 /* ac->awaiting while the socket connects (no command letter is 1). */
 #define AWAIT_CONNECT 1
@@ -85,7 +86,7 @@ int milter_aclient_new(milter_aclient **out, uv_loop_t *loop,
   mcp p;
   if (mcp_init(&p, opts) < 0)
     return MILTER_E_INVAL;
-  milter_aclient *ac = calloc(1, sizeof *ac);
+  milter_aclient *ac = xcalloc(1, sizeof *ac);
   if (ac == NULL)
     return MILTER_E_NOMEM;
   ac->p = p;
@@ -369,7 +370,7 @@ static int flush(milter_aclient *ac) {
     return 0;
   }
   milter_buf_consume(&ac->out, (size_t)n);
-  wreq *w = malloc(sizeof *w);
+  wreq *w = xmalloc(sizeof *w);
   if (w == NULL)
     return mcp_fail(&ac->p, MILTER_E_NOMEM, "out of memory");
   w->ac = ac;

@@ -14,6 +14,7 @@
 #include <mailfilter/milter_client.h>
 
 #include "client_proto.h"
+#include "mf_alloc.h"
 
 struct milter_client {
   milter_client_opts opts;
@@ -113,7 +114,7 @@ int milter_client_new(milter_client **out, const milter_client_opts *opts) {
   mcp p;
   if (mcp_init(&p, opts) < 0)
     return MILTER_E_INVAL;
-  milter_client *c = calloc(1, sizeof *c);
+  milter_client *c = xcalloc(1, sizeof *c);
   if (c == NULL)
     return MILTER_E_NOMEM;
   c->opts = p.opts;

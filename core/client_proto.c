@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "client_proto.h"
+#include "mf_alloc.h"
 
 void milter_client_opts_init(milter_client_opts *o) {
   memset(o, 0, sizeof *o);
@@ -91,7 +92,7 @@ int mcp_negotiated(mcp *p, const milter_packet *pkt) {
                                               : MILTER_DATA_64K;
   for (int i = 0; i < MILTER_M_COUNT; i++)
     if (o->symlist[i] != NULL && o->symlist[i][0] != '\0' &&
-        (p->symlist[i] = strdup(o->symlist[i])) == NULL) {
+        (p->symlist[i] = xstrdup(o->symlist[i])) == NULL) {
       mcp_reset(p);
       return mcp_fail(p, MILTER_E_NOMEM, "out of memory");
     }
@@ -188,7 +189,7 @@ static uint32_t action_bit(uint8_t code) {
   return 0;
 }
 
-static char *dup_str(const char *s) { return s != NULL ? strdup(s) : NULL; }
+static char *dup_str(const char *s) { return s != NULL ? xstrdup(s) : NULL; }
 
 void milter_client_result_free(milter_client_result *r) {
   if (r == NULL)
@@ -204,7 +205,7 @@ void milter_client_result_free(milter_client_result *r) {
 }
 
 static milter_action *new_action(milter_client_result *r) {
-  milter_action *a = realloc(r->actions, (r->n_actions + 1) * sizeof *a);
+  milter_action *a = xrealloc(r->actions, (r->n_actions + 1) * sizeof *a);
   if (a == NULL)
     return NULL;
   r->actions = a;
@@ -227,7 +228,7 @@ static int add_body(mcp *p, const milter_reply *rep, milter_client_result *r) {
   }
   size_t n = rep->u.body.len;
   if (n > 0) {
-    uint8_t *q = realloc(b->body, b->body_len + n);
+    uint8_t *q = xrealloc(b->body, b->body_len + n);
     if (q == NULL)
       return mcp_fail(p, MILTER_E_NOMEM, "out of memory");
     memcpy(q + b->body_len, rep->u.body.data, n);

@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include "mf_alloc.h"
 
 /* ======================================================================== */
 /* Buffer                                                                   */
@@ -38,7 +39,7 @@ static int buf_reserve(milter_buf *b, size_t extra) {
   size_t cap = b->cap ? b->cap : 256;
   while (cap < need)
     cap = cap * 2 > cap ? cap * 2 : need;
-  uint8_t *p = realloc(b->data, cap);
+  uint8_t *p = xrealloc(b->data, cap);
   if (p == NULL)
     return MILTER_E_NOMEM;
   b->data = p;
@@ -185,7 +186,7 @@ int milter_decoder_feed(milter_decoder *d, const uint8_t *buf, size_t len,
       cap = d->part_have + take;
     if (cap > d->need)
       cap = d->need;
-    uint8_t *p = realloc(d->part, cap);
+    uint8_t *p = xrealloc(d->part, cap);
     if (p == NULL) {
       *consumed = off;
       return MILTER_E_NOMEM;

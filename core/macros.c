@@ -7,12 +7,13 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include "mf_alloc.h"
 
 void milter_macros_store(milter_ctx *ctx, int stage, const char *p,
                          size_t len) {
   char *copy = NULL;
   if (len > 0) {
-    copy = malloc(len);
+    copy = xmalloc(len);
     if (copy == NULL) {
       milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for macros");
       return;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "session.h"
+#include "mf_alloc.h"
 
 struct milter_post_item {
   struct milter_post_item *next;
@@ -30,7 +31,7 @@ int milter_poster_init(milter_poster *p, uv_loop_t *loop) {
 
 int milter_poster_push(milter_poster *p, milter_ctx *ctx, milter_post_fn fn,
                        void *arg) {
-  struct milter_post_item *it = malloc(sizeof *it);
+  struct milter_post_item *it = xmalloc(sizeof *it);
   if (it == NULL)
     return MILTER_E_NOMEM;
   it->next = NULL;

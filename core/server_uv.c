@@ -18,6 +18,7 @@
 
 #include "post.h"
 #include "session.h"
+#include "mf_alloc.h"
 
 typedef union stream_u {
   uv_tcp_t tcp;
@@ -164,7 +165,7 @@ static int conn_flush(conn *c) {
   }
   if (n > 0)
     milter_buf_consume(out, (size_t)n);
-  wreq *w = malloc(sizeof *w);
+  wreq *w = xmalloc(sizeof *w);
   if (w == NULL)
     return MILTER_E_NOMEM;
   w->buf = *out;
@@ -355,7 +356,7 @@ static void on_connection(uv_stream_t *ls, int status) {
     SLOG(srv, MILTER_LOG_ERROR, "accept: %s", uv_strerror(status));
     return;
   }
-  conn *c = calloc(1, sizeof *c);
+  conn *c = xcalloc(1, sizeof *c);
   if (c == NULL) {
     SLOG(srv, MILTER_LOG_ERROR, "accept: out of memory");
     return;
@@ -465,7 +466,7 @@ int milter_server_listen(milter_server *srv, const char *spec) {
   int is_unix = 0;
   if (srv == NULL || spec == NULL)
     return MILTER_E_INVAL;
-  listener *l = calloc(1, sizeof *l);
+  listener *l = xcalloc(1, sizeof *l);
   if (l == NULL)
     return MILTER_E_NOMEM;
   if (milter_parse_spec(spec, &sa, &is_unix, l->path, sizeof l->path) < 0) {
@@ -603,7 +604,7 @@ int milter_server_new(milter_server **out, uv_loop_t *loop,
   if (out == NULL || desc == NULL)
     return MILTER_E_INVAL;
   *out = NULL;
-  milter_server *srv = calloc(1, sizeof *srv);
+  milter_server *srv = xcalloc(1, sizeof *srv);
   if (srv == NULL)
     return MILTER_E_NOMEM;
   if (loop == NULL) {

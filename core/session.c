@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "mf_alloc.h"
 
 #define MASK(s) (1u << (s))
 
@@ -477,7 +478,7 @@ static milter_status call_args(milter_ctx *ctx, const milter_strlist *l,
   const char **argv = stackv;
   size_t n = l->count ? l->count : 1;
   if (n > 32) {
-    argv = malloc(n * sizeof *argv);
+    argv = xmalloc(n * sizeof *argv);
     if (argv == NULL) {
       milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for arguments");
       return MILTER_TEMPFAIL;

@@ -6,6 +6,7 @@
 #include <gmime/gmime.h>
 
 #include "internal.h"
+#include "mf_alloc.h"
 
 /* How addresses found in headers are parsed: lenient, since we only read. */
 #define HDR_ADDR_FLAGS (MF_ADDR_ALLOW_NO_DOMAIN | MF_ADDR_LAX_DOTS)
@@ -31,7 +32,7 @@ struct mf_hdr_addrlist {
 int mf_hdr_addrlist_new(mf_hdr_addrlist **out) {
   if (out == NULL)
     return MF_HDR_E_INVAL;
-  *out = calloc(1, sizeof **out);
+  *out = xcalloc(1, sizeof **out);
   return *out != NULL ? MF_HDR_OK : MF_HDR_E_NOMEM;
 }
 
@@ -62,7 +63,7 @@ static bool dup_name(const char *name, char **out, int *rc) {
     *rc = MF_HDR_E_UTF8;
     return false;
   }
-  *out = strdup(name);
+  *out = xstrdup(name);
   if (*out == NULL) {
     *rc = MF_HDR_E_NOMEM;
     return false;
@@ -73,7 +74,7 @@ static bool dup_name(const char *name, char **out, int *rc) {
 static entry *new_entry(mf_hdr_addrlist *l) {
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 8;
-    entry *e = realloc(l->e, cap * sizeof *e);
+    entry *e = xrealloc(l->e, cap * sizeof *e);
     if (e == NULL)
       return NULL;
     l->e = e;
@@ -122,7 +123,7 @@ int mf_hdr_addrlist_group_add(mf_hdr_addrlist *l, size_t k, const char *name,
   entry *e = &l->e[k];
   if (e->n == e->cap) {
     size_t cap = e->cap ? e->cap * 2 : 4;
-    mbox *m = realloc(e->members, cap * sizeof *m);
+    mbox *m = xrealloc(e->members, cap * sizeof *m);
     if (m == NULL)
       return MF_HDR_E_NOMEM;
     e->members = m;
@@ -213,7 +214,7 @@ int mf_hdr_addrlist_parse(const char *raw, size_t len, mf_hdr_addrlist **out,
   *out = NULL;
   if (skipped != NULL)
     *skipped = 0;
-  char *buf = malloc(len + 1);
+  char *buf = xmalloc(len + 1);
   if (buf == NULL)
     return MF_HDR_E_NOMEM;
   size_t n = 0;
@@ -378,7 +379,7 @@ int mf_hdr_addrlist_format(const mf_hdr_addrlist *l, const char *name,
   size_t skip = leadspc ? 1 : 0;
   rc = mfh_fold(b.p + skip, strlen(name) + 2, &folded, &flen);
   if (rc == MF_HDR_OK && skip) {
-    char *p = malloc(flen + 2);
+    char *p = xmalloc(flen + 2);
     if (p == NULL) {
       rc = MF_HDR_E_NOMEM;
     } else {

@@ -8,6 +8,7 @@
 #include <gmime/gmime.h>
 
 #include "internal.h"
+#include "mf_alloc.h"
 
 #define FOLD_WIDTH 78
 #define EW_MAX 75 /* RFC 2047: an encoded word is at most 75 characters */
@@ -77,7 +78,7 @@ int mf_hdr_decode(const char *raw, size_t len, char **out) {
   if ((raw == NULL && len > 0) || out == NULL)
     return MF_HDR_E_INVAL;
   *out = NULL;
-  char *buf = malloc(len + 1);
+  char *buf = xmalloc(len + 1);
   if (buf == NULL)
     return MF_HDR_E_NOMEM;
   /* Unfold: RFC 5322 removes the CRLF of a fold and keeps the WSP; we also
@@ -118,7 +119,7 @@ int mf_hdr_decode(const char *raw, size_t len, char **out) {
     if (dec == NULL)
       return MF_HDR_E_NOMEM;
   }
-  *out = strdup(dec);
+  *out = xstrdup(dec);
   g_free(dec);
   return *out != NULL ? MF_HDR_OK : MF_HDR_E_NOMEM;
 }
@@ -134,7 +135,7 @@ void mfh_buf_add(mfh_buf *b, const char *s, size_t n) {
     size_t cap = b->cap ? b->cap : 64;
     while (cap < b->len + n + 1)
       cap *= 2;
-    char *p = realloc(b->p, cap);
+    char *p = xrealloc(b->p, cap);
     if (p == NULL) {
       b->oom = true;
       return;
@@ -214,7 +215,7 @@ int mfh_fold(const char *s, size_t col, char **out, size_t *outlen) {
 
 int mfh_unfold_user(const char *text, char **out) {
   size_t n = strlen(text);
-  char *buf = malloc(n + 1);
+  char *buf = xmalloc(n + 1);
   if (buf == NULL)
     return MF_HDR_E_NOMEM;
   size_t o = 0;
@@ -413,7 +414,7 @@ int mf_hdr_encode(const char *name, const char *text, int leadspc, char **out,
   if (rc != MF_HDR_OK)
     return rc;
   if (leadspc) {
-    char *p = malloc(flen + 2);
+    char *p = xmalloc(flen + 2);
     if (p == NULL) {
       free(folded);
       return MF_HDR_E_NOMEM;

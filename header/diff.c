@@ -7,6 +7,7 @@
 #include <glib.h>
 
 #include "internal.h"
+#include "mf_alloc.h"
 
 #define DP_MAX_CELLS ((size_t)1 << 20)
 
@@ -33,7 +34,7 @@ static void push(oplist *l, mf_hdr_change_kind kind, size_t index,
     return;
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 16;
-    op *v = realloc(l->v, cap * sizeof *v);
+    op *v = xrealloc(l->v, cap * sizeof *v);
     if (v == NULL) {
       l->oom = true;
       return;
@@ -69,7 +70,7 @@ static bool changeable(const mfh_orig *o, const mfh_field *f) {
 static int dp_region(const mf_hdrs *h, size_t op0, size_t oe, size_t cp0,
                      size_t ce, oplist *l) {
   size_t a = oe - op0, b = ce - cp0, w = b + 1;
-  uint32_t *D = malloc((a + 1) * w * sizeof *D);
+  uint32_t *D = xmalloc((a + 1) * w * sizeof *D);
   if (D == NULL)
     return MF_HDR_E_NOMEM;
 #define AT(i, j) D[(i)*w + (j)]
@@ -149,7 +150,7 @@ static void identity_region(const mf_hdrs *h, size_t op0, size_t oe, size_t cp0,
 
 /* 1-based per-name (case-insensitive) occurrence of every original. */
 static size_t *occurrences(const mf_hdrs *h) {
-  size_t *occ = calloc(h->norigs ? h->norigs : 1, sizeof *occ);
+  size_t *occ = xcalloc(h->norigs ? h->norigs : 1, sizeof *occ);
   if (occ == NULL)
     return NULL;
   GHashTable *t = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
@@ -206,7 +207,7 @@ int mf_hdr_diff(const mf_hdrs *h, unsigned flags, mf_hdr_change **out,
   size_t bytes = l.n * sizeof(mf_hdr_change);
   for (size_t k = 0; k < l.n; k++)
     bytes += strlen(l.v[k].name) + 1 + (l.v[k].value ? l.v[k].len + 1 : 0);
-  mf_hdr_change *c = malloc(bytes);
+  mf_hdr_change *c = xmalloc(bytes);
   if (c == NULL || occ == NULL) {
     free(c);
     free(occ);

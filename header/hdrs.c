@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "mf_alloc.h"
 
 static void set_err(mf_hdrs *h, const char *fmt, ...) {
   va_list ap;
@@ -29,7 +30,7 @@ int mf_hdr_name_valid(const char *name) {
 }
 
 static char *memdup0(const char *s, size_t n) {
-  char *p = malloc(n + 1);
+  char *p = xmalloc(n + 1);
   if (p != NULL) {
     if (n > 0)
       memcpy(p, s, n);
@@ -54,7 +55,7 @@ static void field_free(mfh_field *f) {
 static mfh_field *field_new(const char *name, const char *value, size_t len,
                             bool leadspc, size_t orig) {
   size_t nl = strlen(name);
-  mfh_field *f = calloc(1, sizeof *f + nl + 1 + len + 1);
+  mfh_field *f = xcalloc(1, sizeof *f + nl + 1 + len + 1);
   if (f == NULL)
     return NULL;
   f->name = (char *)(f + 1);
@@ -74,7 +75,7 @@ static mfh_field *field_new(const char *name, const char *value, size_t len,
 static int orig_set(mfh_orig *o, const char *name, const char *value,
                     size_t len, bool leadspc) {
   size_t nl = strlen(name);
-  char *b = malloc(nl + 1 + len + 1);
+  char *b = xmalloc(nl + 1 + len + 1);
   if (b == NULL)
     return MF_HDR_E_NOMEM;
   memcpy(b, name, nl + 1);
@@ -94,7 +95,7 @@ static int grow(void **arr, size_t *cap, size_t need, size_t elem) {
   size_t ncap = *cap ? *cap * 2 : 16;
   while (ncap < need)
     ncap *= 2;
-  void *p = realloc(*arr, ncap * elem);
+  void *p = xrealloc(*arr, ncap * elem);
   if (p == NULL)
     return MF_HDR_E_NOMEM;
   *arr = p;
@@ -119,7 +120,7 @@ int mf_hdr_new(mf_hdrs **out, unsigned flags) {
   *out = NULL;
   if ((flags & ~MF_HDR_LEADSPC) != 0)
     return MF_HDR_E_INVAL;
-  mf_hdrs *h = calloc(1, sizeof *h);
+  mf_hdrs *h = xcalloc(1, sizeof *h);
   if (h == NULL)
     return MF_HDR_E_NOMEM;
   h->flags = flags;
@@ -269,7 +270,7 @@ int mf_hdr_parse(mf_hdrs *h, const char *data, size_t len,
 int mf_hdr_commit(mf_hdrs *h) {
   if (h == NULL)
     return MF_HDR_E_INVAL;
-  mfh_orig *no = calloc(h->nfields ? h->nfields : 1, sizeof *no);
+  mfh_orig *no = xcalloc(h->nfields ? h->nfields : 1, sizeof *no);
   if (no == NULL)
     return fail(h, MF_HDR_E_NOMEM, "commit");
   for (size_t i = 0; i < h->nfields; i++) {
@@ -386,7 +387,7 @@ int mf_hdr_line(const mf_hdrs *h, size_t i, char **out, size_t *len) {
   if (f == NULL || out == NULL)
     return MF_HDR_E_INVAL;
   size_t n = line_len(f);
-  char *p = malloc(n + 1);
+  char *p = xmalloc(n + 1);
   if (p == NULL)
     return MF_HDR_E_NOMEM;
   *line_put(p, f) = '\0';
@@ -402,7 +403,7 @@ int mf_hdr_write(const mf_hdrs *h, const char *eol, char **out, size_t *len) {
   size_t el = strlen(eol), n = 0;
   for (size_t i = 0; i < h->nfields; i++)
     n += line_len(h->fields[i]) + el;
-  char *buf = malloc(n + 1), *p = buf;
+  char *buf = xmalloc(n + 1), *p = buf;
   if (buf == NULL)
     return MF_HDR_E_NOMEM;
   for (size_t i = 0; i < h->nfields; i++) {
@@ -470,7 +471,7 @@ int mf_hdr_rename(mf_hdrs *h, size_t i, const char *name) {
     return h != NULL ? fail(h, MF_HDR_E_INVAL, "rename") : MF_HDR_E_INVAL;
   if (!mf_hdr_name_valid(name))
     return fail(h, MF_HDR_E_NAME, "rename");
-  char *n = strdup(name);
+  char *n = xstrdup(name);
   if (n == NULL)
     return fail(h, MF_HDR_E_NOMEM, "rename");
   if (!f->name_inline)
@@ -483,9 +484,9 @@ int mf_hdr_rename(mf_hdrs *h, size_t i, const char *name) {
 
 static int insert_new(mf_hdrs *h, size_t pos, const char *name, char *v,
                       size_t n) {
-  mfh_field *f = calloc(1, sizeof *f);
+  mfh_field *f = xcalloc(1, sizeof *f);
   if (f != NULL)
-    f->name = strdup(name);
+    f->name = xstrdup(name);
   if (f == NULL || f->name == NULL) {
     free(f);
     free(v);

@@ -21,6 +21,7 @@
 #include "mf_int.h"
 
 #include <mailfilter/milter_proto.h>
+#include "mf_alloc.h"
 
 /* Fields the MTA keeps above what it sent us (its own Received:). */
 #define HIDDEN_TOP 1u
@@ -35,7 +36,7 @@ typedef struct alist {
 static milter_action *push(alist *l, milter_action_type type) {
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 8;
-    milter_action *a = realloc(l->a, cap * sizeof(*a));
+    milter_action *a = xrealloc(l->a, cap * sizeof(*a));
     if (a == NULL)
       return NULL;
     l->a = a;
@@ -67,7 +68,7 @@ static char *wire_value(const mf_trx *t, const char *v, size_t len,
   size_t skip = 0;
   if (!lead && leadspc && len > 0 && v[0] == ' ')
     skip = 1;
-  char *out = malloc(len + 3);
+  char *out = xmalloc(len + 3);
   if (out == NULL)
     return NULL;
   size_t o = 0;
@@ -91,8 +92,8 @@ static int add_hdr_action(alist *l, const mf_trx *t, milter_action_type type,
   if (a == NULL)
     return MF_E_NOMEM;
   a->index = index;
-  a->name = strdup(name);
-  a->value = is_delete ? strdup("")
+  a->name = xstrdup(name);
+  a->value = is_delete ? xstrdup("")
                        : wire_value(t, value, vlen, leadspc, 1);
   return a->name && a->value ? 0 : MF_E_NOMEM;
 }
@@ -185,7 +186,7 @@ static int cancels(mf_trx *t, mf_rcpt *orig, mf_rcpt *added) {
 
 static int rcpt_actions(mf_trx *t, alist *l) {
   size_t n = t->nrcpts;
-  char *skip = calloc(n ? n : 1, 1);
+  char *skip = xcalloc(n ? n : 1, 1);
   if (skip == NULL)
     return MF_E_NOMEM;
   for (size_t i = 0; i < n; i++) {
@@ -208,7 +209,7 @@ static int rcpt_actions(mf_trx *t, alist *l) {
     if ((rc = need(t, MILTER_ACT_DELRCPT, "DELRCPT")) != 0)
       break;
     milter_action *a = push(l, MILTER_ACTION_DELRCPT);
-    if (a == NULL || (a->name = strdup(r->raw)) == NULL)
+    if (a == NULL || (a->name = xstrdup(r->raw)) == NULL)
       rc = MF_E_NOMEM;
   }
   for (size_t i = 0; i < n && rc == 0; i++) {
@@ -221,14 +222,14 @@ static int rcpt_actions(mf_trx *t, alist *l) {
                      "ADDRCPT_PAR (add a recipient with ESMTP args)")) != 0)
         break;
       a = push(l, MILTER_ACTION_ADDRCPT_PAR);
-      if (a == NULL || (a->name = strdup(r->raw)) == NULL ||
-          (a->value = strdup(r->args)) == NULL)
+      if (a == NULL || (a->name = xstrdup(r->raw)) == NULL ||
+          (a->value = xstrdup(r->args)) == NULL)
         rc = MF_E_NOMEM;
     } else {
       if ((rc = need(t, MILTER_ACT_ADDRCPT, "ADDRCPT")) != 0)
         break;
       a = push(l, MILTER_ACTION_ADDRCPT);
-      if (a == NULL || (a->name = strdup(r->raw)) == NULL)
+      if (a == NULL || (a->name = xstrdup(r->raw)) == NULL)
         rc = MF_E_NOMEM;
     }
   }
@@ -292,9 +293,9 @@ int mf_engine_actions(mf_trx *t, mf_decision d, unsigned flags,
     if ((rc = need(t, MILTER_ACT_CHGFROM, "CHGFROM (change the sender)")) ==
         0) {
       milter_action *a = push(&l, MILTER_ACTION_CHGFROM);
-      if (a == NULL || (a->name = strdup(t->new_from)) == NULL ||
+      if (a == NULL || (a->name = xstrdup(t->new_from)) == NULL ||
           (t->new_from_args &&
-           (a->value = strdup(t->new_from_args)) == NULL))
+           (a->value = xstrdup(t->new_from_args)) == NULL))
         rc = MF_E_NOMEM;
     }
   }
@@ -302,7 +303,7 @@ int mf_engine_actions(mf_trx *t, mf_decision d, unsigned flags,
     if ((rc = need(t, MILTER_ACT_QUARANTINE, "QUARANTINE")) == 0) {
       milter_action *a = push(&l, MILTER_ACTION_QUARANTINE);
       if (a == NULL ||
-          (a->value = strdup(mf_engine_quarantine_reason(t))) == NULL)
+          (a->value = xstrdup(mf_engine_quarantine_reason(t))) == NULL)
         rc = MF_E_NOMEM;
     }
   }
@@ -318,7 +319,7 @@ int mf_engine_actions(mf_trx *t, mf_decision d, unsigned flags,
         a->body_len = (size_t)size;
         a->chunks = size == 0 ? 1 : (unsigned)((size + ds - 1) / ds);
         if (!(flags & MF_ENGINE_BODY_REF) && size > 0) {
-          a->body = malloc((size_t)size);
+          a->body = xmalloc((size_t)size);
           if (a->body == NULL)
             rc = MF_E_NOMEM;
           else if (mf_spool_read(t->newbody, 0, a->body, (size_t)size) !=
@@ -353,7 +354,7 @@ int mf_engine_replbody(mf_trx *t, size_t max,
     }
     return 0;
   }
-  uint8_t *buf = malloc(max);
+  uint8_t *buf = xmalloc(max);
   if (buf == NULL)
     return MF_E_NOMEM;
   int rc = 0;

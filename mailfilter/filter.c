@@ -18,6 +18,7 @@
 #include "pool.h"
 
 #include <mailfilter/milter_proto.h>
+#include "mf_alloc.h"
 
 typedef struct fconn fconn;
 
@@ -91,11 +92,11 @@ static int add_name(mf_filter *f, const char *name, size_t len) {
   for (size_t i = 0; i < f->nsnap; i++)
     if (strlen(f->snap[i]) == len && memcmp(f->snap[i], name, len) == 0)
       return 0;
-  char **s = realloc(f->snap, (f->nsnap + 1) * sizeof(*s));
+  char **s = xrealloc(f->snap, (f->nsnap + 1) * sizeof(*s));
   if (s == NULL)
     return MF_E_NOMEM;
   f->snap = s;
-  if ((s[f->nsnap] = strndup(name, len)) == NULL)
+  if ((s[f->nsnap] = xstrndup(name, len)) == NULL)
     return MF_E_NOMEM;
   f->nsnap++;
   return 0;
@@ -166,7 +167,7 @@ static fconn *get_fc(milter_ctx *ctx) {
   fconn *fc = milter_ctx_get_data(ctx);
   if (fc != NULL)
     return fc;
-  fc = calloc(1, sizeof(*fc));
+  fc = xcalloc(1, sizeof(*fc));
   if (fc == NULL)
     return NULL;
   fc->f = milter_ctx_filter_data(ctx);
@@ -303,7 +304,7 @@ static milter_status verdict(fconn *fc, mf_decision d) {
       fc->conn_held = 1;
       fc->conn_d = d;
       free(fc->conn_reason);
-      fc->conn_reason = strdup(mf_engine_quarantine_reason(fc->trx));
+      fc->conn_reason = xstrdup(mf_engine_quarantine_reason(fc->trx));
       return MILTER_CONTINUE;
     }
     if (d == MF_DISCARD)
@@ -705,7 +706,7 @@ static int build_desc(mf_filter *f) {
     for (size_t i = 0; i < sizeof(macro_order) / sizeof(macro_order[0]); i++) {
       int m = macro_order[i];
       size_t n = strlen(default_macros[m]) + strlen(f->user_macros) + 2;
-      if ((f->symlist[m] = malloc(n)) == NULL)
+      if ((f->symlist[m] = xmalloc(n)) == NULL)
         return MF_E_NOMEM;
       snprintf(f->symlist[m], n, "%s %s", default_macros[m], f->user_macros);
       d->macros[m] = f->symlist[m];
@@ -721,7 +722,7 @@ int mf_filter_new(mf_filter **out, mf_decide_fn decide, void *ud,
   if (out == NULL || decide == NULL)
     return MF_E_INVAL;
   *out = NULL;
-  mf_filter *f = calloc(1, sizeof(*f));
+  mf_filter *f = xcalloc(1, sizeof(*f));
   if (f == NULL)
     return MF_E_NOMEM;
   if (opts != NULL)
@@ -741,7 +742,7 @@ int mf_filter_new(mf_filter **out, mf_decide_fn decide, void *ud,
   f->ud = ud;
   int rc = 0;
   if (f->opts.macros != NULL &&
-      (f->user_macros = strdup(f->opts.macros)) == NULL)
+      (f->user_macros = xstrdup(f->opts.macros)) == NULL)
     rc = MF_E_NOMEM;
   f->opts.macros = f->user_macros;
   if (rc == 0)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include <mailfilter/mailfilter.h>
+#include "mf_alloc.h"
 
 struct mf_pool {
   pthread_mutex_t mu;
@@ -44,8 +45,8 @@ static void *worker(void *arg) {
 int mf_pool_new(mf_pool **out, unsigned n) {
   if (out == NULL || n == 0)
     return MF_E_INVAL;
-  mf_pool *p = calloc(1, sizeof(*p));
-  if (p == NULL || (p->threads = calloc(n, sizeof(pthread_t))) == NULL) {
+  mf_pool *p = xcalloc(1, sizeof(*p));
+  if (p == NULL || (p->threads = xcalloc(n, sizeof(pthread_t))) == NULL) {
     free(p);
     return MF_E_NOMEM;
   }

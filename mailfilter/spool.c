@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <mailfilter/mailfilter.h>
+#include "mf_alloc.h"
 
 void mf_spool_init(mf_spool *s, size_t mem_max, const char *dir) {
   memset(s, 0, sizeof(*s));
@@ -87,7 +88,7 @@ int mf_spool_write(mf_spool *s, const void *data, size_t len) {
         cap *= 2;
       if (cap > s->mem_max && s->len + len <= s->mem_max)
         cap = s->mem_max;
-      uint8_t *m = realloc(s->mem, cap);
+      uint8_t *m = xrealloc(s->mem, cap);
       if (m == NULL)
         return MF_E_NOMEM;
       s->mem = m;

@@ -10,6 +10,7 @@
 #include "mf_int.h"
 
 #include <mailfilter/milter_proto.h>
+#include "mf_alloc.h"
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                            */
@@ -18,7 +19,7 @@
 #define ERR_MAX 256
 
 void mf_trx_seterr(mf_trx *t, const char *fmt, ...) {
-  if (t->err == NULL && (t->err = malloc(ERR_MAX)) == NULL)
+  if (t->err == NULL && (t->err = xmalloc(ERR_MAX)) == NULL)
     return;
   va_list ap;
   va_start(ap, fmt);
@@ -28,7 +29,7 @@ void mf_trx_seterr(mf_trx *t, const char *fmt, ...) {
 
 static int set_str(char **dst, const char *src) {
   char *c = NULL;
-  if (src != NULL && (c = strdup(src)) == NULL)
+  if (src != NULL && (c = xstrdup(src)) == NULL)
     return MF_E_NOMEM;
   free(*dst);
   *dst = c;
@@ -100,12 +101,12 @@ int mf_engine_trx_new(mf_trx **out, const mf_opts *opts) {
   if (out == NULL)
     return MF_E_INVAL;
   *out = NULL;
-  mf_trx *t = malloc(sizeof(*t));
+  mf_trx *t = xmalloc(sizeof(*t));
   mf_opts *own = NULL;
   if (t == NULL)
     return MF_E_NOMEM;
   if (opts == NULL) {
-    if ((own = malloc(sizeof(*own))) == NULL) {
+    if ((own = xmalloc(sizeof(*own))) == NULL) {
       free(t);
       return MF_E_NOMEM;
     }
@@ -241,7 +242,7 @@ int mf_engine_connect(mf_trx *t, const char *hostname, char family,
   if (address == NULL)
     address = "";
   size_t hl = strlen(hostname) + 1, al = strlen(address) + 1;
-  char *b = malloc(hl + al);
+  char *b = xmalloc(hl + al);
   if (b == NULL)
     return MF_E_NOMEM;
   memcpy(b, hostname, hl);
@@ -302,7 +303,7 @@ static int pack_args(size_t argc, const char *const *argv, char **out) {
   size_t n = 0;
   for (size_t i = 1; i < argc; i++)
     n += strlen(argv[i] ? argv[i] : "") + 1;
-  char *b = malloc(n), *p = b;
+  char *b = xmalloc(n), *p = b;
   if (b == NULL)
     return MF_E_NOMEM;
   for (size_t i = 1; i < argc; i++) {
@@ -318,7 +319,7 @@ static int parse_packed(mf_trx *t, const char *raw, const char *packed,
                         size_t nargs, int is_from, mf_addr **addr,
                         mf_addr_params **params) {
   const char *stackv[16];
-  const char **v = nargs + 1 <= 16 ? stackv : malloc((nargs + 1) * sizeof(*v));
+  const char **v = nargs + 1 <= 16 ? stackv : xmalloc((nargs + 1) * sizeof(*v));
   if (v == NULL)
     return MF_E_NOMEM;
   v[0] = raw;
@@ -371,7 +372,7 @@ int mf_engine_rcpt(mf_trx *t, size_t argc, const char *const *argv) {
   }
   if (t->nrcpts == t->caprcpts) {
     size_t cap = t->caprcpts ? t->caprcpts * 2 : 4;
-    mf_rcpt *r = realloc(t->rcpts, cap * sizeof(*r));
+    mf_rcpt *r = xrealloc(t->rcpts, cap * sizeof(*r));
     if (r == NULL)
       return MF_E_NOMEM;
     t->rcpts = r;
@@ -379,7 +380,7 @@ int mf_engine_rcpt(mf_trx *t, size_t argc, const char *const *argv) {
   }
   mf_rcpt *r = &t->rcpts[t->nrcpts];
   memset(r, 0, sizeof(*r));
-  if ((r->raw = strdup(argv[0])) == NULL ||
+  if ((r->raw = xstrdup(argv[0])) == NULL ||
       pack_args(argc, argv, &r->argv) != 0) {
     free(r->raw);
     return MF_E_NOMEM;
@@ -471,15 +472,15 @@ int mf_engine_macro(mf_trx *t, const char *name, const char *value) {
       return set_str(&t->macros[i].value, value);
   if (t->nmacros == t->capmacros) {
     size_t cap = t->capmacros ? t->capmacros * 2 : 8;
-    mf_macro *m = realloc(t->macros, cap * sizeof(*m));
+    mf_macro *m = xrealloc(t->macros, cap * sizeof(*m));
     if (m == NULL)
       return MF_E_NOMEM;
     t->macros = m;
     t->capmacros = cap;
   }
   mf_macro *m = &t->macros[t->nmacros];
-  m->name = strndup(k, klen);
-  m->value = strdup(value);
+  m->name = xstrndup(k, klen);
+  m->value = xstrdup(value);
   if (m->name == NULL || m->value == NULL) {
     free(m->name);
     free(m->value);
@@ -792,7 +793,7 @@ int mf_trx_add_rcpt(mf_trx *t, const char *addr, const char *args) {
   }
   if (t->nrcpts == t->caprcpts) {
     size_t cap = t->caprcpts ? t->caprcpts * 2 : 4;
-    mf_rcpt *r = realloc(t->rcpts, cap * sizeof(*r));
+    mf_rcpt *r = xrealloc(t->rcpts, cap * sizeof(*r));
     if (r == NULL)
       goto nomem;
     t->rcpts = r;
@@ -801,7 +802,7 @@ int mf_trx_add_rcpt(mf_trx *t, const char *addr, const char *args) {
   mf_rcpt *r = &t->rcpts[t->nrcpts];
   memset(r, 0, sizeof(*r));
   if (mf_addr_format_alloc(a, MF_ADDR_FMT_BRACKETS, &r->raw) < 0 ||
-      (args && args[0] && (r->args = strdup(args)) == NULL)) {
+      (args && args[0] && (r->args = xstrdup(args)) == NULL)) {
     free(r->raw);
     goto nomem;
   }
@@ -849,7 +850,7 @@ static int start_body(mf_trx *t) {
   if (rc != 0)
     return rc;
   if (t->newbody == NULL) {
-    if ((t->newbody = malloc(sizeof(*t->newbody))) == NULL)
+    if ((t->newbody = xmalloc(sizeof(*t->newbody))) == NULL)
       return MF_E_NOMEM;
     mf_spool_init(t->newbody, t->opts->body_mem_max, t->opts->spool_dir);
   }
