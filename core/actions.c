@@ -77,6 +77,15 @@ int milter_ctx_replacebody(milter_ctx *ctx, const void *data, size_t len) {
   return 0;
 }
 
+int milter_ctx_clear_actions(milter_ctx *ctx) {
+  if (ctx == NULL)
+    return MILTER_E_INVAL;
+  if (!ctx->in_eom)
+    return MILTER_E_STATE;
+  milter_actions_clear(ctx);
+  return 0;
+}
+
 int milter_actions_flush(milter_ctx *ctx) {
   int rc = 0;
   if (ctx->acts.len > 0)

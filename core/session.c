@@ -5,7 +5,36 @@
  * a command whose stage is not reachable from the current one makes
  * libmilter call xxfi_abort (if a message was in progress), jump to the HELO
  * stage and retry from there; if the command is still not reachable it is
- * ignored without a reply.  Differences are marked "DEVIATION" below. */
+ * ignored without a reply.  Differences are marked "DEVIATION" below.
+ *
+ * Deferred status.  When the MTA agreed that a command gets no reply (an
+ * NR_* bit in nr_sent) and its callback (or milter_ctx_reply after PENDING)
+ * still returns a final status -- REJECT, TEMPFAIL, DISCARD or ACCEPT --
+ * libmilter drops it and so the message goes on as if nothing had happened
+ * (or, worse, the stage jumps to HELO and the end of message is ignored as
+ * out of order: the MTA waits for its own timeout).  We keep it instead
+ * (ctx->deferred, with the custom reply set by milter_ctx_setreply) and the
+ * stage is not reset:
+ *   - from then on no callback runs for the message: later commands of the
+ *     message whose reply was negotiated away are swallowed silently;
+ *   - the first command whose reply is due does not reach its callback: the
+ *     deferred status is its reply.  At RCPT (and UNKNOWN) a REJECT,
+ *     TEMPFAIL or DISCARD concerns that command only, so the status answers
+ *     each such command and stays deferred; at DATA, EOH, BODY and EOB (and
+ *     anywhere for ACCEPT) it ends the message, in the state such a reply
+ *     leaves.  Answering EOB runs the abort callback (the eom callback did
+ *     not run), so per-message state is freed exactly once;
+ *   - a status deferred at CONNECT or HELO concerns the connection: it
+ *     answers every later command that gets a reply until the connection
+ *     ends or QUIT_NC (no message callback runs meanwhile);
+ *   - a message-level deferred status is dropped (logged) when the message
+ *     ends without a reply due: ABORT, a new MAIL or HELO, an out-of-order
+ *     command, the connection ending;
+ *   - UNKNOWN with NR_UNKN: its status concerns that command only, which
+ *     the MTA has already answered itself; it is dropped with a warning.
+ * One line is logged when a status is deferred and one when it is first
+ * delivered, with the command names.  A failure status (REJECT, TEMPFAIL,
+ * DISCARD) answering EOB drops the queued end-of-message actions. */
 #include "session.h"
 
 #include <stdio.h>
@@ -133,6 +162,51 @@ static void clear_reply(milter_ctx *ctx) {
   ctx->reply_len = 0;
 }
 
+static const char *status_name(int st) {
+  switch (st) {
+  case MILTER_CONTINUE:
+    return "CONTINUE";
+  case MILTER_REJECT:
+    return "REJECT";
+  case MILTER_DISCARD:
+    return "DISCARD";
+  case MILTER_ACCEPT:
+    return "ACCEPT";
+  case MILTER_TEMPFAIL:
+    return "TEMPFAIL";
+  case MILTER_NOREPLY:
+    return "NOREPLY";
+  case MILTER_SKIP:
+    return "SKIP";
+  case MILTER_PENDING:
+    return "PENDING";
+  case MILTER_CLOSE:
+    return "CLOSE";
+  default:
+    return "invalid";
+  }
+}
+
+#define MSG_ENDED "the message ended before a reply was due"
+
+/* Forget the deferred status; why != NULL: it was never delivered, log. */
+static void drop_deferred(milter_ctx *ctx, const char *why) {
+  if (!ctx->deferred)
+    return;
+  if (why != NULL && !ctx->deferred_told)
+    milter_ctx_log(ctx, MILTER_LOG_WARNING,
+                   "deferred %s (from %s) dropped: %s",
+                   status_name(ctx->deferred),
+                   milter_cmd_name(ctx->deferred_cmd), why);
+  ctx->deferred = 0;
+  ctx->deferred_cmd = 0;
+  ctx->deferred_conn = 0;
+  ctx->deferred_told = 0;
+  free(ctx->deferred_reply);
+  ctx->deferred_reply = NULL;
+  ctx->deferred_reply_len = 0;
+}
+
 void milter_session_free(milter_ctx *ctx) {
   milter_buf_free(&ctx->out);
   milter_buf_free(&ctx->backlog);
@@ -140,6 +214,7 @@ void milter_session_free(milter_ctx *ctx) {
   milter_macros_clear(ctx, 0);
   milter_actions_clear(ctx);
   clear_reply(ctx);
+  drop_deferred(ctx, NULL);
 }
 
 int milter_session_paused(const milter_ctx *ctx) {
@@ -153,6 +228,8 @@ int milter_session_busy(const milter_ctx *ctx) {
 /* The message in progress ends without EOM: abort callback, exactly once.
  * Macros of stages >= from are dropped (MAIL keeps its fresh MAIL macros). */
 static void end_message(milter_ctx *ctx, int from) {
+  if (ctx->deferred && !ctx->deferred_conn)
+    drop_deferred(ctx, MSG_ENDED);
   if (!ctx->in_msg)
     return;
   ctx->in_msg = 0;
@@ -173,6 +250,7 @@ static void close_conn_state(milter_ctx *ctx) {
   }
   milter_macros_clear(ctx, 0);
   clear_reply(ctx);
+  drop_deferred(ctx, "the connection ended before a reply was due");
 }
 
 int milter_session_gone(milter_ctx *ctx) {
@@ -409,16 +487,23 @@ static void append_status(milter_ctx *ctx, uint8_t cmd, milter_status st) {
     milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for a reply");
 }
 
+static int is_failure(milter_status st) {
+  return st == MILTER_REJECT || st == MILTER_DISCARD || st == MILTER_TEMPFAIL;
+}
+
+/* mi_engine(): after ACCEPT, and after REJECT/DISCARD/TEMPFAIL of any
+ * command but RCPT and UNKNOWN (CT_IGNO), the message is over for the MTA
+ * and the next stage is HELO. */
+static int ends_message(uint8_t cmd, milter_status st) {
+  return st == MILTER_ACCEPT ||
+         (is_failure(st) && cmd != MILTER_CMD_RCPT && cmd != MILTER_CMD_UNKNOWN);
+}
+
+/* Send the reply to cmd (the MTA waits for one, or NR was negotiated and st
+ * is CONTINUE/NOREPLY/SKIP: nothing is sent). */
 static void emit(milter_ctx *ctx, uint8_t cmd, milter_status st) {
-  uint32_t bit = nr_bit(cmd);
-  if (bit & ctx->nr_sent) {
-    /* The MTA waits for nothing: sending would desynchronise it. */
-    if (st != MILTER_NOREPLY && st != MILTER_CONTINUE)
-      milter_ctx_log(ctx, MILTER_LOG_WARNING,
-                     "status %d for %s dropped: no-reply was negotiated",
-                     (int)st, milter_cmd_name(cmd));
-    return;
-  }
+  if (nr_bit(cmd) & ctx->nr_sent)
+    return; /* the MTA waits for nothing: sending would desynchronise it */
   /* NOREPLY where the MTA expects a reply (NR faked, or never asked for):
    * CONTINUE, as libmilter's sendreply() fakes it.  DEVIATION: with a faked
    * NR bit libmilter also turns REJECT etc. into CONTINUE; the MTA waits for
@@ -428,9 +513,112 @@ static void emit(milter_ctx *ctx, uint8_t cmd, milter_status st) {
   if (st == MILTER_SKIP &&
       !(cmd == MILTER_CMD_BODY && (ctx->protocol & MILTER_P_SKIP)))
     st = MILTER_CONTINUE;
-  if (cmd == MILTER_CMD_EOB && milter_actions_flush(ctx) < 0)
-    milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for actions");
+  if (cmd == MILTER_CMD_EOB) {
+    if (is_failure(st)) {
+      /* The message is refused: its changes mean nothing. */
+      if (ctx->acts.len > 0 || ctx->has_newbody)
+        milter_ctx_log(ctx, MILTER_LOG_DEBUG,
+                       "queued actions dropped: end of message answered %s",
+                       status_name(st));
+      milter_actions_clear(ctx);
+    } else if (milter_actions_flush(ctx) < 0) {
+      milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for actions");
+    }
+  }
   append_status(ctx, cmd, st);
+}
+
+/* The reply st to cmd and the state it leaves. */
+static void finish_reply(milter_ctx *ctx, uint8_t cmd, milter_status st) {
+  emit(ctx, cmd, st);
+  if (cmd == MILTER_CMD_EOB) {
+    /* The message ended normally: its state goes, no abort callback. */
+    ctx->in_msg = 0;
+    ctx->in_eom = 0;
+    milter_actions_clear(ctx);
+    milter_macros_clear(ctx, MAC_MAIL);
+    clear_reply(ctx);
+  }
+  /* The message stays "in progress" for us until ABORT/MAIL/close, so that
+   * the abort callback still runs exactly once. */
+  if (ends_message(cmd, st))
+    ctx->state = MST_HELO;
+}
+
+/* A final status for a command whose reply was negotiated away: keep it for
+ * the next command that gets a reply (see "Deferred status" above). */
+static void defer(milter_ctx *ctx, uint8_t cmd, milter_status st) {
+  if (!is_failure(st) && st != MILTER_ACCEPT) {
+    milter_ctx_log(ctx, MILTER_LOG_ERROR,
+                   "callback for %s returned invalid status %d: tempfail",
+                   milter_cmd_name(cmd), (int)st);
+    st = MILTER_TEMPFAIL;
+  }
+  if (cmd == MILTER_CMD_UNKNOWN) {
+    milter_ctx_log(ctx, MILTER_LOG_WARNING,
+                   "status %s for %s dropped: no reply was negotiated and "
+                   "it concerns that command only",
+                   status_name(st), milter_cmd_name(cmd));
+    return;
+  }
+  if (ctx->deferred)
+    return; /* no callback runs once deferred: cannot happen */
+  ctx->deferred = (uint8_t)st;
+  ctx->deferred_cmd = cmd;
+  ctx->deferred_conn = cmd == MILTER_CMD_CONNECT || cmd == MILTER_CMD_HELO;
+  ctx->deferred_told = 0;
+  /* The custom reply goes with it when it would be used with st. */
+  if (ctx->reply != NULL && ((st == MILTER_REJECT && ctx->reply[5] == '5') ||
+                             (st == MILTER_TEMPFAIL && ctx->reply[5] == '4'))) {
+    ctx->deferred_reply = ctx->reply;
+    ctx->deferred_reply_len = ctx->reply_len;
+    ctx->reply = NULL;
+    ctx->reply_len = 0;
+  }
+  milter_ctx_log(ctx, MILTER_LOG_WARNING,
+                 "%s at %s kept: no reply was negotiated there; it answers "
+                 "the next command that gets one (%s)",
+                 status_name(st), milter_cmd_name(cmd),
+                 ctx->deferred_conn ? "connection-wide" : "this message");
+}
+
+/* cmd gets a reply and a status is deferred: that is the reply. */
+static void deliver_deferred(milter_ctx *ctx, uint8_t cmd) {
+  milter_status st = (milter_status)ctx->deferred;
+  if (!ctx->deferred_told) {
+    ctx->deferred_told = 1;
+    milter_ctx_log(ctx, MILTER_LOG_INFO, "deferred %s (from %s) answers %s",
+                   status_name(st), milter_cmd_name(ctx->deferred_cmd),
+                   milter_cmd_name(cmd));
+  }
+  uint8_t *rep = NULL;
+  uint32_t rep_len = ctx->deferred_reply_len;
+  int last = !ctx->deferred_conn && (cmd == MILTER_CMD_EOB ||
+                                     ends_message(cmd, st));
+  if (last) {
+    rep = ctx->deferred_reply; /* taken */
+    ctx->deferred_reply = NULL;
+    ctx->deferred_reply_len = 0;
+    drop_deferred(ctx, NULL);
+  } else if (ctx->deferred_reply != NULL &&
+             (rep = xmalloc(rep_len)) != NULL) {
+    memcpy(rep, ctx->deferred_reply, rep_len);
+  } else if (ctx->deferred_reply != NULL) {
+    milter_ctx_log(ctx, MILTER_LOG_ERROR,
+                   "out of memory for a custom reply: plain %s sent",
+                   status_name(st));
+  }
+  /* The eom callback did not run: the message ends without it. */
+  if (cmd == MILTER_CMD_EOB)
+    end_message(ctx, MAC_MAIL);
+  if (rep != NULL) {
+    clear_reply(ctx);
+    ctx->reply = rep;
+    ctx->reply_len = rep_len;
+  }
+  finish_reply(ctx, cmd, st);
+  if (rep != NULL)
+    clear_reply(ctx); /* not used (class mismatch): not for later */
 }
 
 void milter_session_finish(milter_ctx *ctx, uint8_t cmd, milter_status st) {
@@ -448,23 +636,12 @@ void milter_session_finish(milter_ctx *ctx, uint8_t cmd, milter_status st) {
     milter_actions_clear(ctx);
     return;
   }
-  emit(ctx, cmd, st);
-  if (cmd == MILTER_CMD_EOB) {
-    /* The message ended normally: its state goes, no abort callback. */
-    ctx->in_msg = 0;
-    ctx->in_eom = 0;
-    milter_actions_clear(ctx);
-    milter_macros_clear(ctx, MAC_MAIL);
-    clear_reply(ctx);
+  if ((nr_bit(cmd) & ctx->nr_sent) && st != MILTER_CONTINUE &&
+      st != MILTER_NOREPLY && st != MILTER_SKIP) {
+    defer(ctx, cmd, st);
+    return;
   }
-  /* mi_engine(): after ACCEPT, and after REJECT/DISCARD/TEMPFAIL of any
-   * command but RCPT and UNKNOWN (CT_IGNO), the next stage is HELO.  The
-   * message stays "in progress" for us until ABORT/MAIL/close, so that the
-   * abort callback still runs exactly once. */
-  if (st == MILTER_ACCEPT ||
-      ((st == MILTER_REJECT || st == MILTER_DISCARD || st == MILTER_TEMPFAIL) &&
-       cmd != MILTER_CMD_RCPT && cmd != MILTER_CMD_UNKNOWN))
-    ctx->state = MST_HELO;
+  finish_reply(ctx, cmd, st);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -634,6 +811,18 @@ static int on_packet(milter_ctx *ctx, const milter_packet *pkt) {
     }
   }
   ctx->state = (uint8_t)to;
+  if (ctx->deferred) {
+    /* A new message (or session) drops a message's deferred status. */
+    if (!ctx->deferred_conn &&
+        (c.code == MILTER_CMD_MAIL || c.code == MILTER_CMD_HELO))
+      drop_deferred(ctx, MSG_ENDED);
+    if (ctx->deferred) {
+      /* No callback: swallowed, or answered with the deferred status. */
+      if (!(nr_bit(c.code) & ctx->nr_sent))
+        deliver_deferred(ctx, c.code);
+      return 0;
+    }
+  }
   milter_status st = dispatch(ctx, &c, pkt);
   if ((pkt->frag & MILTER_FRAG_MORE) && st == MILTER_PENDING) {
     milter_ctx_log(ctx, MILTER_LOG_ERROR,

@@ -100,6 +100,13 @@ struct milter_ctx {
   uint8_t pending;      /* command whose reply is PENDING, or 0 */
   uint8_t frag;         /* a streamed BODY packet: FRAG_* (session.c) */
   uint8_t frag_st;      /* its status so far (milter_status) */
+  /* A final status returned for a command whose reply was negotiated away
+   * (session.c, "Deferred status"): 0 (none) or the milter_status, the
+   * command it came from, and the custom reply kept with it. */
+  uint8_t deferred;
+  uint8_t deferred_cmd;
+  uint8_t *deferred_reply;
+  uint32_t deferred_reply_len;
   unsigned negotiated : 1;
   unsigned in_msg : 1;      /* a message is in progress (reset exactly once) */
   unsigned in_eom : 1;      /* eom callback running or its reply pending */
@@ -107,6 +114,8 @@ struct milter_ctx {
   unsigned gone : 1;        /* the MTA connection is closed */
   unsigned closed : 1;      /* close callback has run for this connect */
   unsigned close_req : 1;   /* the filter returned MILTER_CLOSE */
+  unsigned deferred_conn : 1; /* deferred at CONNECT/HELO: whole connection */
+  unsigned deferred_told : 1; /* its delivery was logged */
   char peer[60];
 };
 

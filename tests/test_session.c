@@ -409,7 +409,7 @@ static void test_nr_negotiated(void **state) {
   (void)state;
   desc.protocol_wanted = MILTER_P_NR_HDR | MILTER_P_NR_RCPT;
   next_status['L'] = MILTER_NOREPLY;
-  next_status['R'] = MILTER_REJECT; /* lies: dropped with a log line */
+  next_status['R'] = MILTER_CONTINUE; /* nothing sent either */
   start();
   neg(6, MILTER_ACT_ALL, ALLP);
   connect_helo();
@@ -420,7 +420,329 @@ static void test_nr_negotiated(void **state) {
   assert_int_equal(feed(), 0);
   assert_string_equal(replies(), "Occc");
   assert_true(last_neg.protocol & MILTER_P_NR_HDR);
-  assert_non_null(strstr(logbuf, "no-reply was negotiated"));
+  assert_string_equal(logbuf + strlen(logbuf) - 1, "\n"); /* sanity */
+  assert_null(strstr(logbuf, "kept"));
+}
+
+/* ---- deferred status (a final status where no reply was negotiated) ---- */
+
+static size_t count_str(const char *hay, const char *needle) {
+  size_t n = 0;
+  for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+    n++;
+  return n;
+}
+
+static void mail_rcpt(const char *from) {
+  assert_int_equal(milter_enc_envaddr(&in, 'M', from, 0, NULL), 0);
+  assert_int_equal(milter_enc_envaddr(&in, 'R', "<r@x>", 0, NULL), 0);
+}
+
+static void quit_gone(void) {
+  assert_int_equal(milter_enc_simple(&in, 'Q'), 0);
+  assert_int_equal(feed(), MILTER_E_EOF);
+  assert_int_equal(milter_session_gone(&ctx), 0);
+}
+
+/* MAIL, two RCPTs, DATA, a header, EOH, BODY, EOB. */
+static void message2(void) {
+  macro('M', "i", "QID2");
+  mail_rcpt("<a@x>");
+  assert_int_equal(milter_enc_envaddr(&in, 'R', "<s@x>", 0, NULL), 0);
+  assert_int_equal(milter_enc_simple(&in, 'T'), 0);
+  assert_int_equal(milter_enc_header(&in, "Subject", " hi"), 0);
+  assert_int_equal(milter_enc_simple(&in, 'N'), 0);
+  assert_int_equal(milter_enc_body(&in, "body\r\n", 6), 0);
+  assert_int_equal(milter_enc_simple(&in, 'E'), 0);
+}
+
+/* Every command kind that can be negotiated no-reply, returning TEMPFAIL:
+ * (a) with only its own NR bit, the next command that gets a reply gets
+ * TEMPFAIL (RCPT: each, and it stays); (b) with every message NR bit, end
+ * of message gets it.  No callback runs after the one that failed but the
+ * abort callback, exactly once; the next message is served normally. */
+static const struct {
+  char letter;
+  uint32_t nr;
+  const char *replies_own; /* after "Occ" */
+  const char *events;      /* after C and H */
+} kinds[] = {
+    {'M', MILTER_P_NR_MAIL, "ttt", "M(<a@x>)A"},
+    {'R', MILTER_P_NR_RCPT, "ct", "M(<a@x>)R(<r@x>,1)A"},
+    {'T', MILTER_P_NR_DATA, "ccct", "M(<a@x>)R(<r@x>,1)R(<s@x>,1)TA"},
+    {'L', MILTER_P_NR_HDR, "cccct",
+     "M(<a@x>)R(<r@x>,1)R(<s@x>,1)TL(Subject: hi)A"},
+    {'N', MILTER_P_NR_EOH, "ccccct",
+     "M(<a@x>)R(<r@x>,1)R(<s@x>,1)TL(Subject: hi)NA"},
+    {'B', MILTER_P_NR_BODY, "cccccct",
+     "M(<a@x>)R(<r@x>,1)R(<s@x>,1)TL(Subject: hi)NB(body\r\n)A"},
+};
+
+static void test_deferred_each_nr_kind(void **state) {
+  (void)state;
+  const uint32_t msg_nr = MILTER_P_NR_MAIL | MILTER_P_NR_RCPT |
+                          MILTER_P_NR_DATA | MILTER_P_NR_HDR |
+                          MILTER_P_NR_EOH | MILTER_P_NR_BODY;
+  for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+    for (int all = 0; all < 2; all++) {
+      for (int stream = 0; stream < 2; stream++) {
+        setup(NULL);
+        desc.protocol_wanted = all ? msg_nr : kinds[k].nr;
+        desc.flags = stream ? MILTER_DESC_STREAM_BODY : 0;
+        next_status[(unsigned char)kinds[k].letter] = MILTER_TEMPFAIL;
+        start();
+        neg(6, MILTER_ACT_ALL, ALLP);
+        connect_helo();
+        message2();
+        assert_int_equal(feed(), 0);
+        char want[64];
+        snprintf(want, sizeof want, "Occ%s", all ? "t" : kinds[k].replies_own);
+        assert_string_equal(replies(), want);
+        /* Postfix sends ABORT after a message ended early. */
+        assert_int_equal(milter_enc_simple(&in, 'A'), 0);
+        assert_int_equal(feed(), 0);
+        assert_string_equal(replies(), "");
+        const char *ev_ = strstr(events, ")H(helo.example)");
+        assert_non_null(ev_);
+        assert_string_equal(ev_ + strlen(")H(helo.example)"),
+                            kinds[k].events);
+        assert_int_equal(count_str(logbuf, "TEMPFAIL at"), 1);
+        assert_int_equal(count_str(logbuf, "kept"), 1);
+        assert_int_equal(count_str(logbuf, "deferred TEMPFAIL"), 1);
+        assert_int_equal(count_str(logbuf, "dropped"), 0);
+        assert_int_equal(ctx.deferred, 0);
+        /* The next message goes through. */
+        next_status[(unsigned char)kinds[k].letter] = MILTER_CONTINUE;
+        events[0] = '\0';
+        message2();
+        assert_int_equal(feed(), 0);
+        const char *r = replies();
+        assert_int_equal(r[strlen(r) - 1], 'c');
+        assert_null(strchr(r, 't'));
+        assert_non_null(strstr(events, "E(i=QID2)"));
+        assert_null(strchr(events, 'A'));
+        milter_session_free(&ctx);
+      }
+    }
+  }
+  desc.flags = 0;
+}
+
+/* The custom reply set with the failing status goes with it; at end of
+ * message the eom callback does not run and the abort callback does. */
+static milter_status f_body_fail(milter_ctx *c, const uint8_t *p, size_t n) {
+  (void)p;
+  (void)n;
+  ev("B");
+  assert_int_equal(milter_ctx_setreply(c, "451", "4.3.0", "spool"), 0);
+  return MILTER_TEMPFAIL;
+}
+
+static void test_deferred_custom_reply_at_eom(void **state) {
+  (void)state;
+  desc.protocol_wanted = MILTER_P_NR_BODY;
+  desc.cb.body = f_body_fail;
+  start();
+  neg(6, MILTER_ACT_ALL, ALLP);
+  connect_helo();
+  mail_rcpt("<a@x>");
+  assert_int_equal(milter_enc_simple(&in, 'N'), 0);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(milter_enc_body(&in, "body\r\n", 6), 0);
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "Occccc");
+  assert_int_equal(ctx.state, MST_BODY); /* the stage is not reset */
+  assert_int_equal(ctx.deferred, MILTER_TEMPFAIL);
+  assert_int_equal(milter_enc_simple(&in, 'E'), 0);
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "y");
+  assert_string_equal(rtext[0], "451 4.3.0 spool");
+  assert_non_null(strstr(events, "NBA")); /* body once, abort, no eom */
+  assert_null(strstr(events, "E("));
+  assert_non_null(strstr(logbuf, "TEMPFAIL at SMFIC_BODY kept"));
+  assert_non_null(
+      strstr(logbuf, "deferred TEMPFAIL (from SMFIC_BODY) answers "
+                     "SMFIC_BODYEOB"));
+  /* ABORT after the answered EOM: no second abort callback. */
+  assert_int_equal(milter_enc_simple(&in, 'A'), 0);
+  assert_int_equal(feed(), 0);
+  assert_int_equal(count_str(events, "A"), 1);
+  /* Next message: normal EOM. */
+  desc.cb.body = f_body;
+  mail_rcpt("<b@x>");
+  assert_int_equal(milter_enc_body(&in, "body\r\n", 6), 0);
+  assert_int_equal(milter_enc_simple(&in, 'E'), 0);
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "ccc");
+  assert_non_null(strstr(events, "E(i=-)"));
+  quit_gone();
+  assert_int_equal(count_str(events, "A"), 1);
+}
+
+/* PENDING completed later with a final status, where NR was negotiated. */
+static void test_deferred_after_pending(void **state) {
+  (void)state;
+  desc.protocol_wanted = MILTER_P_NR_BODY | MILTER_P_NR_EOH;
+  next_status['B'] = MILTER_PENDING;
+  start();
+  neg(6, MILTER_ACT_ALL, ALLP);
+  connect_helo();
+  mail_rcpt("<a@x>");
+  assert_int_equal(milter_enc_simple(&in, 'N'), 0);
+  assert_int_equal(milter_enc_body(&in, "one", 3), 0);
+  assert_int_equal(milter_enc_body(&in, "two", 3), 0);
+  assert_int_equal(milter_enc_simple(&in, 'E'), 0);
+  assert_int_equal(feed(), MILTER_SESSION_PAUSED);
+  assert_string_equal(replies(), "Occcc");
+  assert_int_equal(milter_ctx_reply(&ctx, MILTER_REJECT), 0);
+  assert_string_equal(replies(), ""); /* nothing: NR_BODY */
+  assert_int_equal(milter_session_resume(&ctx), 0);
+  assert_string_equal(replies(), "r");
+  assert_non_null(strstr(events, "NB(one)A"));
+  assert_null(strstr(events, "two"));
+  assert_null(strstr(events, "E("));
+}
+
+/* ACCEPT where no reply was negotiated: answered ACCEPT at the next reply. */
+static void test_deferred_accept(void **state) {
+  (void)state;
+  desc.protocol_wanted = MILTER_P_NR_HDR;
+  next_status['L'] = MILTER_ACCEPT;
+  start();
+  neg(6, MILTER_ACT_ALL, ALLP);
+  connect_helo();
+  mail_rcpt("<a@x>");
+  assert_int_equal(milter_enc_header(&in, "X", "1"), 0);
+  assert_int_equal(milter_enc_header(&in, "Y", "2"), 0);
+  assert_int_equal(milter_enc_simple(&in, 'N'), 0);
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "Occcc" "a");
+  assert_int_equal(ctx.state, MST_HELO);
+  assert_null(strstr(events, "L(Y"));
+  assert_null(strchr(events, 'N'));
+  assert_int_equal(milter_enc_simple(&in, 'A'), 0);
+  assert_int_equal(milter_enc_simple(&in, 'A'), 0);
+  assert_int_equal(feed(), 0);
+  assert_int_equal(count_str(events, "A"), 1);
+  assert_non_null(strstr(logbuf, "deferred ACCEPT (from SMFIC_HEADER) "
+                                 "answers SMFIC_EOH"));
+}
+
+/* Deferred at CONNECT or HELO: the whole connection, until QUIT_NC. */
+static void test_deferred_connection(void **state) {
+  (void)state;
+  desc.protocol_wanted = MILTER_P_NR_CONN | MILTER_P_NR_HELO;
+  next_status['C'] = MILTER_TEMPFAIL;
+  start();
+  neg(6, MILTER_ACT_ALL, ALLP);
+  connect_helo();
+  assert_int_equal(milter_enc_envaddr(&in, 'M', "<a@x>", 0, NULL), 0);
+  assert_int_equal(milter_enc_simple(&in, 'A'), 0);
+  assert_int_equal(milter_enc_envaddr(&in, 'M', "<b@x>", 0, NULL), 0);
+  assert_int_equal(milter_enc_helo(&in, "again.example"), 0);
+  assert_int_equal(milter_enc_envaddr(&in, 'M', "<c@x>", 0, NULL), 0);
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "O" "ttt");
+  assert_null(strchr(events, 'H'));
+  assert_null(strchr(events, 'M'));
+  assert_null(strchr(events, 'A'));
+  assert_int_equal(count_str(logbuf, "deferred TEMPFAIL"), 1);
+  /* QUIT_NC ends it: the next connection on the socket is served. */
+  next_status['C'] = MILTER_CONTINUE;
+  assert_int_equal(milter_enc_simple(&in, 'K'), 0);
+  connect_helo();
+  assert_int_equal(milter_enc_envaddr(&in, 'M', "<d@x>", 0, NULL), 0);
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "c");
+  assert_non_null(strstr(events, "XC(client.example"));
+  assert_non_null(strstr(events, "H(helo.example)M(<d@x>)"));
+  milter_session_free(&ctx);
+
+  /* ACCEPT at HELO: every message of the connection accepted, RCPT too. */
+  setup(NULL);
+  desc.protocol_wanted = MILTER_P_NR_HELO | MILTER_P_NR_MAIL;
+  next_status['H'] = MILTER_ACCEPT;
+  start();
+  neg(6, MILTER_ACT_ALL, ALLP);
+  connect_helo();
+  mail_rcpt("<a@x>");
+  mail_rcpt("<b@x>");
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "O" "c" "aa");
+  assert_null(strchr(events, 'M'));
+  assert_null(strchr(events, 'R'));
+  quit_gone();
+  assert_int_equal(ctx.deferred, 0);
+  assert_null(strchr(events, 'A'));
+  assert_int_equal(count_str(events, "X"), 1);
+}
+
+/* ABORT or a new MAIL drops a message's deferred status (logged); the
+ * abort callback runs once; UNKNOWN's status is dropped at once. */
+static void test_deferred_dropped(void **state) {
+  (void)state;
+  desc.protocol_wanted = MILTER_P_NR_BODY | MILTER_P_NR_UNKN;
+  next_status['B'] = MILTER_TEMPFAIL;
+  start();
+  neg(6, MILTER_ACT_ALL, ALLP);
+  connect_helo();
+  mail_rcpt("<a@x>");
+  assert_int_equal(milter_enc_body(&in, "x", 1), 0);
+  assert_int_equal(milter_enc_simple(&in, 'A'), 0);
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "O" "cccc");
+  assert_non_null(strstr(logbuf, "deferred TEMPFAIL (from SMFIC_BODY) "
+                                 "dropped: the message ended"));
+  assert_int_equal(ctx.deferred, 0);
+  assert_int_equal(count_str(events, "A"), 1);
+  /* the same with a new MAIL */
+  mail_rcpt("<b@x>");
+  assert_int_equal(milter_enc_body(&in, "y", 1), 0);
+  assert_int_equal(milter_enc_envaddr(&in, 'M', "<c@x>", 0, NULL), 0);
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "ccc");
+  assert_int_equal(count_str(logbuf, "dropped: the message ended"), 2);
+  assert_non_null(strstr(events, "B(y)AM(<c@x>)"));
+  assert_int_equal(count_str(events, "A"), 2);
+  /* UNKNOWN: concerns that command only */
+  next_status['B'] = MILTER_CONTINUE;
+  next_status['U'] = MILTER_REJECT;
+  assert_int_equal(milter_enc_unknown(&in, "NOOP"), 0);
+  assert_int_equal(milter_enc_envaddr(&in, 'R', "<r@x>", 0, NULL), 0);
+  assert_int_equal(milter_enc_body(&in, "z", 1), 0);
+  assert_int_equal(milter_enc_simple(&in, 'E'), 0);
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "cc");
+  assert_non_null(strstr(logbuf, "status REJECT for SMFIC_UNKNOWN dropped"));
+  assert_non_null(strstr(events, "B(z)E("));
+  /* The connection ends with a deferred status: dropped, logged. */
+  next_status['B'] = MILTER_DISCARD;
+  mail_rcpt("<d@x>");
+  assert_int_equal(milter_enc_body(&in, "w", 1), 0);
+  assert_int_equal(feed(), 0);
+  assert_int_equal(ctx.deferred, MILTER_DISCARD);
+  assert_int_equal(milter_session_gone(&ctx), 0);
+  assert_int_equal(ctx.deferred, 0);
+  assert_non_null(strstr(logbuf, "deferred DISCARD (from SMFIC_BODY) "
+                                 "dropped"));
+  assert_int_equal(count_str(events, "A"), 3);
+}
+
+/* A failure status at end of message drops the queued actions. */
+static void test_eom_failure_drops_actions(void **state) {
+  (void)state;
+  eom_actions = 1;
+  next_status['E'] = MILTER_TEMPFAIL;
+  start();
+  neg(6, MILTER_ACT_ALL, ALLP);
+  connect_helo();
+  message("<a@x>");
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "O" "cccccccc" "t");
+  next_status['E'] = MILTER_ACCEPT;
+  message("<b@x>");
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "cccccc" "hmqb" "a");
 }
 
 static void test_no_bits_from_null_callbacks(void **state) {
@@ -655,8 +977,7 @@ static void test_mail_after_eom_and_mid_message(void **state) {
   assert_int_equal(feed(), 0);
   assert_null(strchr(events, 'A'));
   /* MAIL after RCPT (no EOM, no ABORT): implicit abort, then the MAIL. */
-  assert_int_equal(milter_enc_envaddr(&in, 'M', "<c@x>", 0, NULL), 0);
-  assert_int_equal(milter_enc_envaddr(&in, 'R', "<r@x>", 0, NULL), 0);
+  mail_rcpt("<c@x>");
   assert_int_equal(milter_enc_envaddr(&in, 'M', "<d@x>", 0, NULL), 0);
   assert_int_equal(feed(), 0);
   assert_non_null(strstr(events, "M(<c@x>)R(<r@x>,1)AM(<d@x>)"));
@@ -754,7 +1075,11 @@ static void test_actions_state(void **state) {
   assert_int_equal(milter_ctx_replacebody(&ctx, "x", 1), MILTER_E_NOTSUP);
   assert_int_equal(milter_ctx_addheader(&ctx, "A", NULL), MILTER_E_INVAL);
   assert_int_equal(milter_ctx_addheader(&ctx, "A", "b"), 0);
+  assert_int_equal(milter_ctx_clear_actions(&ctx), 0);
+  assert_int_equal(ctx.acts.len, 0);
+  assert_int_equal(milter_ctx_clear_actions(NULL), MILTER_E_INVAL);
   ctx.in_eom = 0;
+  assert_int_equal(milter_ctx_clear_actions(&ctx), MILTER_E_STATE);
   assert_int_equal(milter_ctx_progress(&ctx), 0);
   assert_string_equal(replies(), "Occp");
 }
@@ -899,6 +1224,13 @@ int main(void) {
       T(test_skip),
       T(test_leadspc_and_eob_payload),
       T(test_pending_post_thread),
+      T(test_deferred_each_nr_kind),
+      T(test_deferred_custom_reply_at_eom),
+      T(test_deferred_after_pending),
+      T(test_deferred_accept),
+      T(test_deferred_connection),
+      T(test_deferred_dropped),
+      T(test_eom_failure_drops_actions),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

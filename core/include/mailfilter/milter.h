@@ -79,9 +79,8 @@ typedef enum milter_status {
   MILTER_NOREPLY = 7,  /* send nothing where the NR_* bit of the event was
                           negotiated; CONTINUE where the MTA waits for a
                           reply (NR_* unknown to the MTA, "faked" as libmilter
-                          does, or not asked for).  Where NR_* was
-                          negotiated any other status is dropped with a
-                          warning: the MTA reads no reply there. */
+                          does, or not asked for).  For a final status where
+                          NR_* was negotiated see DEFERRED STATUS below. */
   MILTER_SKIP = 8,     /* body callback: send no more body chunks (needs
                           MILTER_P_SKIP from the MTA, which is asked for
                           whenever a body callback is set; elsewhere and
@@ -92,6 +91,34 @@ typedef enum milter_status {
                           Postfix's milter_default_action); the close
                           callback runs as for any end of connection */
 } milter_status;
+
+/* DEFERRED STATUS.  Where the NR_* bit of an event was negotiated the MTA
+ * reads no reply to it.  A final status (REJECT, TEMPFAIL, DISCARD, ACCEPT)
+ * returned there anyway -- directly, or with milter_ctx_reply() after
+ * PENDING -- is not lost: it is kept, with the custom reply set by
+ * milter_ctx_setreply(), and becomes the reply to the first later event the
+ * MTA waits a reply for, end of message at the latest.  Every message thus
+ * gets exactly one final answer and the MTA never waits for its timeout.
+ *   - Once a status is deferred no callback runs for the rest of the
+ *     message: events without a reply are swallowed; the next event with a
+ *     reply is answered with the status without calling its callback.
+ *   - At RCPT (and UNKNOWN) a REJECT/TEMPFAIL/DISCARD answers that
+ *     recipient only, so it answers each such event and stays deferred; at
+ *     DATA, end of headers, BODY and end of message (and ACCEPT anywhere) it
+ *     ends the message.  When it answers end of message the eom callback is
+ *     not called and the abort callback is: per-message state is freed
+ *     exactly once, as for any message that ends without eom.
+ *   - Deferred at connect or helo it concerns the connection: it answers
+ *     every later event that gets a reply until the connection ends (or
+ *     QUIT_NC); no message callback runs meanwhile.
+ *   - A message's deferred status is dropped (with a log line) when the
+ *     message ends before any reply is due: ABORT, a new MAIL, the
+ *     connection closing.
+ *   - At UNKNOWN with NR_UNKN the status concerns that command only, which
+ *     the MTA has answered itself: it is dropped with a warning.
+ * A line is logged when a status is deferred and when it is delivered.
+ * A REJECT, TEMPFAIL or DISCARD answering end of message drops the actions
+ * queued by the eom callback (see milter_ctx_clear_actions). */
 
 /* ======================================================================== */
 /* The filter                                                               */
@@ -253,6 +280,13 @@ MF_API int milter_ctx_chgfrom(milter_ctx *ctx, const char *from,
 MF_API int milter_ctx_replacebody(milter_ctx *ctx, const void *data,
                                   size_t len);
 MF_API int milter_ctx_quarantine(milter_ctx *ctx, const char *reason);
+/* Drop every action queued so far for this message (and the replacement
+ * body): for an eom callback that fails half-way through its changes and
+ * answers ACCEPT (or anything else) without them.  A REJECT, TEMPFAIL or
+ * DISCARD at end of message drops them anyway.  Returns 0, MILTER_E_INVAL
+ * (NULL ctx) or MILTER_E_STATE (not in the eom callback or its pending
+ * reply). */
+MF_API int milter_ctx_clear_actions(milter_ctx *ctx);
 
 /* ======================================================================== */
 /* The server                                                               */
