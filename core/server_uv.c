@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "listen.h"
 #include "post.h"
 #include "session.h"
 #include "mf_alloc.h"
@@ -26,14 +27,6 @@ typedef union stream_u {
   uv_stream_t stream;
   uv_handle_t handle;
 } stream_u;
-
-typedef struct listener {
-  stream_u h;
-  milter_server *srv;
-  struct listener *next;
-  int is_unix;
-  char path[108];
-} listener;
 
 enum { TM_OFF, TM_IDLE, TM_PACKET };
 
@@ -60,7 +53,7 @@ struct milter_server {
   milter_filter_desc desc;
   milter_server_opts opts;
   milter_session_env env;
-  listener *listeners;
+  milter_acceptor acc; /* listeners; inited by the first listen */
   int port;
   conn *conns;
   unsigned nconns; /* open sockets */
@@ -322,65 +315,42 @@ static void on_wake(milter_ctx *ctx) {
   uv_idle_start(&srv->idle, on_idle);
 }
 
-static void format_peer(conn *c, const listener *l, char *out, size_t n) {
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  if (l->is_unix) {
-    snprintf(out, n, "unix:%.50s", l->path); /* long paths cut */
-    return;
-  }
-  if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) != 0) {
-    snprintf(out, n, "?");
-    return;
-  }
-  char ip[46];
-  if (ss.ss_family == AF_INET6) {
-    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
-    uv_ip6_name(s6, ip, sizeof ip);
-    snprintf(out, n, "[%.45s]:%u", ip, ntohs(s6->sin6_port));
-  } else {
-    const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
-    uv_ip4_name(s4, ip, sizeof ip);
-    snprintf(out, n, "%.15s:%u", ip, ntohs(s4->sin_port));
-  }
-}
-
 static void free_data_cb(uv_handle_t *h) {
   free(h->data);
 }
 
-static void on_connection(uv_stream_t *ls, int status) {
-  listener *l = ls->data;
-  milter_server *srv = l->srv;
-  if (status < 0) {
-    SLOG(srv, MILTER_LOG_ERROR, "accept: %s", uv_strerror(status));
-    return;
+/* An accepted socket (listen.c): a connection, or refused at once when
+ * max_connections are open (the MTA applies its default action now rather
+ * than after its connect timeout). */
+static int on_accepted(void *data, int fd, int is_unix, const char *peer) {
+  milter_server *srv = data;
+  if (srv->nconns >= srv->opts.max_connections) {
+    close(fd);
+    return MILTER_ACCEPT_REFUSED;
   }
   conn *c = xcalloc(1, sizeof *c);
   if (c == NULL) {
-    SLOG(srv, MILTER_LOG_ERROR, "accept: out of memory");
-    return;
+    close(fd);
+    return -ENOMEM;
   }
   c->srv = srv;
-  if (l->is_unix)
+  int rc;
+  if (is_unix) {
     uv_pipe_init(srv->loop, &c->h.pipe, 0);
-  else
+    rc = uv_pipe_open(&c->h.pipe, fd);
+  } else {
     uv_tcp_init(srv->loop, &c->h.tcp);
+    rc = uv_tcp_open(&c->h.tcp, fd);
+    if (rc == 0)
+      uv_tcp_nodelay(&c->h.tcp, 1);
+  }
   c->h.handle.data = c;
-  if (uv_accept(ls, &c->h.stream) != 0) {
+  if (rc < 0) {
+    SLOG(srv, MILTER_LOG_ERROR, "%s: closing: %s", peer, uv_strerror(rc));
+    close(fd); /* a handle takes the fd only when open succeeds */
     uv_close(&c->h.handle, free_data_cb);
-    return;
+    return MILTER_ACCEPT_TAKEN;
   }
-  char peer[sizeof c->ctx.peer];
-  format_peer(c, l, peer, sizeof peer);
-  if (srv->stopping || srv->nconns >= srv->opts.max_connections) {
-    SLOG(srv, MILTER_LOG_WARNING, "%s: closing: max_connections (%u) reached%s",
-         peer, srv->opts.max_connections, srv->stopping ? " or stopping" : "");
-    uv_close(&c->h.handle, free_data_cb);
-    return;
-  }
-  if (!l->is_unix)
-    uv_tcp_nodelay(&c->h.tcp, 1);
   uv_timer_init(srv->loop, &c->timer);
   c->timer.data = c;
   c->handles = 2;
@@ -394,127 +364,34 @@ static void on_connection(uv_stream_t *ls, int status) {
   c->sock_open = 1;
   if (uv_read_start(&c->h.stream, on_alloc, on_read) != 0) {
     conn_close(c);
-    return;
+    return MILTER_ACCEPT_TAKEN;
   }
   c->reading = 1;
   arm_timer(c);
+  return MILTER_ACCEPT_TAKEN;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Listening                                                                */
 /* ------------------------------------------------------------------------ */
 
-/* A unix socket path in the way: remove it only if nobody accepts on it. */
-static int remove_stale(milter_server *srv, const char *path) {
-  struct stat st;
-  if (lstat(path, &st) != 0) {
-    if (errno == ENOENT)
-      return 0;
-    SLOG(srv, MILTER_LOG_ERROR, "%s: %s", path, strerror(errno));
-    return MILTER_E_IO;
-  }
-  if (!S_ISSOCK(st.st_mode)) {
-    SLOG(srv, MILTER_LOG_ERROR, "%s: exists and is not a socket", path);
-    return MILTER_E_ADDR;
-  }
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return MILTER_E_IO;
-  struct sockaddr_un su;
-  memset(&su, 0, sizeof su);
-  su.sun_family = AF_UNIX;
-  snprintf(su.sun_path, sizeof su.sun_path, "%s", path);
-  int r = connect(fd, (struct sockaddr *)&su, sizeof su);
-  int e = errno;
-  close(fd);
-  if (r == 0) {
-    SLOG(srv, MILTER_LOG_ERROR, "%s: in use (a process accepts on it)", path);
-    return MILTER_E_ADDR;
-  }
-  if (e != ECONNREFUSED) {
-    SLOG(srv, MILTER_LOG_ERROR, "%s: cannot probe: %s", path, strerror(e));
-    return MILTER_E_IO;
-  }
-  if (unlink(path) != 0) {
-    SLOG(srv, MILTER_LOG_ERROR, "%s: cannot remove stale socket: %s", path,
-         strerror(errno));
-    return MILTER_E_IO;
-  }
-  SLOG(srv, MILTER_LOG_INFO, "%s: removed stale socket", path);
-  return 0;
-}
-
-static void listener_closed(uv_handle_t *h) {
-  listener *l = h->data;
-  milter_server *srv = l->srv;
+static void acceptor_closed(void *data) {
+  milter_server *srv = data;
   srv->handles_open--;
-  free(l);
   server_check_done(srv);
 }
 
-static int listen_fail(milter_server *srv, listener *l, const char *spec,
-                       const char *what, int uverr) {
-  SLOG(srv, MILTER_LOG_ERROR, "listen %s: %s: %s", spec, what,
-       uv_strerror(uverr));
-  srv->handles_open++;
-  uv_close(&l->h.handle, listener_closed);
-  return MILTER_E_IO;
-}
-
 int milter_server_listen(milter_server *srv, const char *spec) {
-  struct sockaddr_storage sa;
-  int is_unix = 0;
   if (srv == NULL || spec == NULL)
     return MILTER_E_INVAL;
-  listener *l = xcalloc(1, sizeof *l);
-  if (l == NULL)
-    return MILTER_E_NOMEM;
-  if (milter_parse_spec(spec, &sa, &is_unix, l->path, sizeof l->path) < 0) {
-    SLOG(srv, MILTER_LOG_ERROR, "bad socket spec '%s'", spec);
-    free(l);
-    return MILTER_E_ADDR;
+  if (!srv->acc.inited) {
+    milter_acceptor_init(&srv->acc, srv->loop, &srv->env, on_accepted, srv,
+                         acceptor_closed);
+    srv->handles_open++;
   }
-  l->srv = srv;
-  l->is_unix = is_unix;
-  int rc;
-  if (is_unix) {
-    if ((rc = remove_stale(srv, l->path)) < 0) {
-      free(l);
-      return rc;
-    }
-    uv_pipe_init(srv->loop, &l->h.pipe, 0);
-    l->h.handle.data = l;
-    if ((rc = uv_pipe_bind(&l->h.pipe, l->path)) < 0)
-      return listen_fail(srv, l, spec, "bind", rc);
-    if (chmod(l->path, (mode_t)srv->opts.unix_mode) != 0) {
-      rc = uv_translate_sys_error(errno);
-      unlink(l->path);
-      return listen_fail(srv, l, spec, "chmod", rc);
-    }
-  } else {
-    uv_tcp_init_ex(srv->loop, &l->h.tcp, sa.ss_family);
-    l->h.handle.data = l;
-    if ((rc = uv_tcp_bind(&l->h.tcp, (struct sockaddr *)&sa, 0)) < 0)
-      return listen_fail(srv, l, spec, "bind", rc);
-  }
-  if ((rc = uv_listen(&l->h.stream, srv->opts.backlog, on_connection)) < 0) {
-    if (is_unix)
-      unlink(l->path);
-    return listen_fail(srv, l, spec, "listen", rc);
-  }
-  if (!is_unix) {
-    struct sockaddr_storage bound;
-    int blen = sizeof bound;
-    if (uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&bound, &blen) == 0)
-      srv->port = ntohs(bound.ss_family == AF_INET6
-                            ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                            : ((struct sockaddr_in *)&bound)->sin_port);
-  }
-  srv->handles_open++;
-  l->next = srv->listeners;
-  srv->listeners = l;
-  SLOG(srv, MILTER_LOG_INFO, "listening on %s", spec);
-  return 0;
+  srv->acc.limit = srv->opts.max_connections;
+  return milter_acceptor_listen(&srv->acc, spec, srv->opts.backlog,
+                                srv->opts.unix_mode, &srv->port);
 }
 
 int milter_server_port(const milter_server *srv) {
@@ -531,7 +408,7 @@ static void server_handle_closed(uv_handle_t *h) {
 }
 
 static void server_check_done(milter_server *srv) {
-  if (!srv->stopping || srv->nctx != 0 || srv->listeners != NULL ||
+  if (!srv->stopping || srv->nctx != 0 || srv->acc.listeners != NULL ||
       atomic_load(&srv->closed))
     return;
   atomic_store(&srv->closed, 1);
@@ -560,13 +437,7 @@ static void do_stop(milter_server *srv, int now) {
   if (!srv->stopping) {
     srv->stopping = 1;
     SLOG(srv, MILTER_LOG_INFO, "stopping (%u connections)", srv->nconns);
-    while (srv->listeners != NULL) {
-      listener *l = srv->listeners;
-      srv->listeners = l->next;
-      if (l->is_unix)
-        unlink(l->path);
-      uv_close(&l->h.handle, listener_closed);
-    }
+    milter_acceptor_close(&srv->acc);
     for (int i = 0; i < srv->nsigs; i++)
       uv_close((uv_handle_t *)&srv->sigs[i], server_handle_closed);
     for (conn *c = srv->conns, *next; c != NULL; c = next) {

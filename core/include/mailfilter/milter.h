@@ -294,8 +294,11 @@ MF_API int milter_ctx_clear_actions(milter_ctx *ctx);
 
 /* Options with documented defaults; fill with milter_server_opts_init(). */
 typedef struct milter_server_opts {
-  /* Most concurrent MTA connections; more are accepted and closed at once
-   * with a log line.  Default 10000. */
+  /* Most concurrent MTA connections; more are accepted and closed at once,
+   * so that the MTA applies its default action now rather than after its
+   * own timeout.  Refusals are logged at most once a second, with their
+   * count ("max_connections (N) reached: K connections closed at once in
+   * the last second (last from PEER)").  Default 10000. */
   unsigned max_connections;
   /* Time allowed to receive one packet once its first byte arrived
    * (slowloris guard).  Default 30000 ms. */
@@ -342,7 +345,19 @@ MF_API int milter_server_new(milter_server **out, uv_loop_t *loop,
  *   inet:HOST:PORT  inet6:PORT@HOST  inet6:PORT
  * A stale unix socket (nobody accepting on it) is removed first; a live one
  * or a non-socket file at the path is an error.  May be called several
- * times.  Returns 0 or MILTER_E_ADDR / MILTER_E_IO (logged with the reason). */
+ * times.  Returns 0 or MILTER_E_ADDR / MILTER_E_IO / MILTER_E_NOMEM (logged
+ * with the reason).
+ *
+ * Out of descriptors or memory (accept fails with EMFILE, ENFILE, ENOMEM or
+ * ENOBUFS, or a new connection cannot be allocated): accepting pauses on
+ * every listener for 20 ms, doubling while the failures go on up to 1 s,
+ * back to 20 ms once an accept succeeds.  Meanwhile the connections wait in
+ * the listen backlog and are served when resources come back; nothing
+ * spins.  Logged at most once a second with the count ("accept: Too many
+ * open files: accepting paused 1000 ms (1 time in the last second)"), and
+ * once when a whole second went by without a failure ("accept: accepting
+ * again (K failures over N ms)").  Counts not yet logged when the server
+ * stops are logged then. */
 MF_API int milter_server_listen(milter_server *srv, const char *spec);
 
 /* The bound port of the last inet listener (after "inet:0@127.0.0.1"). */
