@@ -12,6 +12,7 @@
 #include <mailfilter/milter_codec.h>
 
 #include "client_proto.h"
+#include "sigpipe.h"
 #include "mf_alloc.h"
 
 /* ac->awaiting while the socket connects (no command letter is 1). */
@@ -34,6 +35,8 @@ struct milter_aclient {
     uv_pipe_t pipe;
   } h;
   uv_timer_t timer;
+  mf_sigpipe_pair sigpipe; /* SIGPIPE blocked in the poll phase */
+  int sigpipe_closed;
   uv_connect_t conn_req;
   uv_shutdown_t shut_req;
   int stream_init;   /* h was initialised (needs uv_close) */
@@ -96,7 +99,8 @@ int milter_aclient_new(milter_aclient **out, uv_loop_t *loop,
     return MILTER_E_NOMEM;
   }
   ac->timer.data = ac;
-  ac->open_handles = 1;
+  mf_sigpipe_pair_init(&ac->sigpipe, loop, ac);
+  ac->open_handles = 3;
   milter_decoder_init(&ac->dec, p.opts.hard_cap);
   *out = ac;
   return 0;
@@ -124,10 +128,20 @@ uint64_t milter_aclient_bytes_in(const milter_aclient *ac) {
   return ac->bytes_in;
 }
 
+/* Once the stream is closing (or was never opened) nothing more is
+ * written: the poll-phase guard can go. */
+static void close_sigpipe(milter_aclient *ac) {
+  if (!ac->sigpipe_closed) {
+    ac->sigpipe_closed = 1;
+    mf_sigpipe_pair_close(&ac->sigpipe, on_handle_closed);
+  }
+}
+
 static void close_stream(milter_aclient *ac) {
   if (ac->stream_init && !ac->stream_closed) {
     ac->stream_closed = 1;
     uv_close(&ac->h.handle, on_handle_closed);
+    close_sigpipe(ac);
   }
 }
 
@@ -349,14 +363,12 @@ static void on_write(uv_write_t *req, int status) {
   }
 }
 
-/* Write ac->out: directly when the socket takes it, else queued. */
+/* Write ac->out: directly when the socket takes it (send, no SIGPIPE),
+ * else queued (libuv writes it with SIGPIPE blocked, see sigpipe.h). */
 static int flush(milter_aclient *ac) {
   if (ac->out.len == 0)
     return 0;
-  uv_buf_t b = uv_buf_init((char *)ac->out.data, (unsigned)ac->out.len);
-  int n = uv_try_write(&ac->h.stream, &b, 1);
-  if (n == UV_EAGAIN || n == UV_ENOSYS)
-    n = 0;
+  int n = mf_send_nosig(&ac->h.stream, ac->out.data, ac->out.len);
   if (n < 0) {
     if (n == UV_EPIPE || n == UV_ECONNRESET)
       return mcp_fail(&ac->p, MILTER_E_EOF,
@@ -376,8 +388,8 @@ static int flush(milter_aclient *ac) {
   w->ac = ac;
   w->buf = ac->out; /* the request takes the bytes */
   milter_buf_init(&ac->out);
-  b = uv_buf_init((char *)w->buf.data, (unsigned)w->buf.len);
-  int rc = uv_write(&w->req, &ac->h.stream, &b, 1, on_write);
+  uv_buf_t b = uv_buf_init((char *)w->buf.data, (unsigned)w->buf.len);
+  int rc = mf_uv_write(&w->req, &ac->h.stream, &b, 1, on_write);
   if (rc < 0) {
     milter_buf_free(&w->buf);
     free(w);
@@ -768,5 +780,6 @@ void milter_aclient_close(milter_aclient *ac,
     }
   }
   close_stream(ac);
+  close_sigpipe(ac); /* never connected */
   uv_close((uv_handle_t *)&ac->timer, on_handle_closed);
 }

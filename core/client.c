@@ -14,6 +14,7 @@
 #include <mailfilter/milter_client.h>
 
 #include "client_proto.h"
+#include "sigpipe.h"
 #include "mf_alloc.h"
 
 struct milter_client {
@@ -34,6 +35,14 @@ __attribute__((format(printf, 3, 4))) static int fail(milter_client *c, int err,
   vsnprintf(c->errmsg, sizeof c->errmsg, fmt, ap);
   va_end(ap);
   return err;
+}
+
+/* The private loop runs with SIGPIPE blocked in this thread (libuv writes
+ * what the socket did not take at once in it; see sigpipe.h). */
+static void run_loop(milter_client *c) {
+  mf_sigpipe_enter();
+  uv_run(&c->loop, UV_RUN_DEFAULT);
+  mf_sigpipe_leave();
 }
 
 /* Answers can arrive from a timer callback, after which uv_run(ONCE)
@@ -58,7 +67,7 @@ static void drop(milter_client *c) {
   closing cl = {&c->loop, 0};
   milter_aclient_close(c->ac, on_closed, &cl);
   while (!cl.closed)
-    uv_run(&c->loop, UV_RUN_DEFAULT);
+    run_loop(c);
   c->ac = NULL;
   c->negotiated = 0;
 }
@@ -93,7 +102,7 @@ static int wait_answer(milter_client *c, int rc) {
   if (rc != 1)
     return rc;
   while (!c->done)
-    uv_run(&c->loop, UV_RUN_DEFAULT); /* on_answer stops it */
+    run_loop(c); /* on_answer stops it */
   return c->err;
 }
 
@@ -135,7 +144,7 @@ void milter_client_free(milter_client *c) {
   if (c == NULL)
     return;
   drop(c);
-  uv_run(&c->loop, UV_RUN_DEFAULT);
+  run_loop(c);
   uv_loop_close(&c->loop);
   milter_client_result_free(&c->res);
   free(c);

@@ -19,6 +19,7 @@
 #include "listen.h"
 #include "post.h"
 #include "session.h"
+#include "sigpipe.h"
 #include "mf_alloc.h"
 
 typedef union stream_u {
@@ -65,6 +66,7 @@ struct milter_server {
   uv_timer_t drain;
   uv_signal_t sigs[2];
   int nsigs;
+  mf_sigpipe_pair sigpipe; /* SIGPIPE blocked in the poll phase */
   int stopping;
   int handles_open;
   atomic_int closed; /* server handles closing: stop() is a no-op */
@@ -121,6 +123,17 @@ typedef struct wreq {
   milter_buf buf;
 } wreq;
 
+/* The one line for a failed write (the caller closes the connection). */
+static void log_write_error(conn *c, int err) {
+  if (err == UV_EPIPE || err == UV_ECONNRESET)
+    milter_ctx_log(&c->ctx, MILTER_LOG_INFO,
+                   "closing: MTA left before the reply (write: %s)",
+                   uv_strerror(err));
+  else
+    milter_ctx_log(&c->ctx, MILTER_LOG_WARNING, "closing: write error: %s",
+                   uv_strerror(err));
+}
+
 static void on_written(uv_write_t *req, int status) {
   wreq *w = (wreq *)req;
   conn *c = req->data;
@@ -128,13 +141,13 @@ static void on_written(uv_write_t *req, int status) {
   milter_buf_free(&w->buf);
   free(w);
   if (status < 0 && status != UV_ECANCELED && c->sock_open) {
-    milter_ctx_log(&c->ctx, MILTER_LOG_WARNING, "closing: write error: %s",
-                   uv_strerror(status));
+    log_write_error(c, status);
     conn_close(c);
   }
 }
 
-/* Write ctx->out: try at once, queue the rest.  Returns 0 or an error. */
+/* Write ctx->out: try at once (send, no SIGPIPE), queue the rest (libuv
+ * writes it with SIGPIPE blocked, see sigpipe.h).  Returns 0 or an error. */
 static int conn_flush(conn *c) {
   milter_buf *out = &c->ctx.out;
   if (out->len == 0)
@@ -143,17 +156,15 @@ static int conn_flush(conn *c) {
     milter_buf_free(out);
     return 0;
   }
-  uv_buf_t b = uv_buf_init((char *)out->data, (unsigned)out->len);
-  int n = c->writes ? UV_EAGAIN : uv_try_write(&c->h.stream, &b, 1);
+  int n = c->writes ? 0 : mf_send_nosig(&c->h.stream, out->data, out->len);
   if (n == (int)out->len) {
     out->len = 0;
     if (out->cap > 4096)
       milter_buf_free(out);
     return 0;
   }
-  if (n < 0 && n != UV_EAGAIN) {
-    milter_ctx_log(&c->ctx, MILTER_LOG_WARNING, "closing: write error: %s",
-                   uv_strerror(n));
+  if (n < 0) {
+    log_write_error(c, n);
     return MILTER_E_IO;
   }
   if (n > 0)
@@ -164,8 +175,8 @@ static int conn_flush(conn *c) {
   w->buf = *out;
   milter_buf_init(out);
   w->req.data = c;
-  b = uv_buf_init((char *)w->buf.data, (unsigned)w->buf.len);
-  int rc = uv_write(&w->req, &c->h.stream, &b, 1, on_written);
+  uv_buf_t b = uv_buf_init((char *)w->buf.data, (unsigned)w->buf.len);
+  int rc = mf_uv_write(&w->req, &c->h.stream, &b, 1, on_written);
   if (rc < 0) {
     milter_buf_free(&w->buf);
     free(w);
@@ -416,6 +427,7 @@ static void server_check_done(milter_server *srv) {
   uv_close((uv_handle_t *)&srv->idle, server_handle_closed);
   uv_close((uv_handle_t *)&srv->drain, server_handle_closed);
   milter_poster_close(&srv->poster, server_handle_closed);
+  mf_sigpipe_pair_close(&srv->sigpipe, server_handle_closed);
   for (int i = 0; i < srv->nsigs; i++)
     if (!uv_is_closing((uv_handle_t *)&srv->sigs[i]))
       uv_close((uv_handle_t *)&srv->sigs[i], server_handle_closed);
@@ -517,7 +529,8 @@ int milter_server_new(milter_server **out, uv_loop_t *loop,
   uv_timer_init(loop, &srv->drain);
   srv->drain.data = srv;
   uv_unref((uv_handle_t *)&srv->drain);
-  srv->handles_open = 4;
+  mf_sigpipe_pair_init(&srv->sigpipe, loop, srv);
+  srv->handles_open = 6;
   if (srv->opts.handle_signals) {
     static const int signums[2] = {SIGTERM, SIGINT};
     for (int i = 0; i < 2; i++) {
@@ -535,7 +548,9 @@ int milter_server_new(milter_server **out, uv_loop_t *loop,
 int milter_server_run(milter_server *srv) {
   if (srv == NULL)
     return MILTER_E_INVAL;
+  mf_sigpipe_enter(); /* the whole run: the pair's guards nest for free */
   uv_run(srv->loop, UV_RUN_DEFAULT);
+  mf_sigpipe_leave();
   return 0;
 }
 
@@ -560,9 +575,11 @@ void milter_server_free(milter_server *srv) {
     }
   }
   if (srv->own) {
+    mf_sigpipe_enter();
     while (srv->handles_open > 0 || srv->nctx > 0)
       if (uv_run(srv->loop, UV_RUN_ONCE) == 0 && srv->handles_open > 0)
         break;
+    mf_sigpipe_leave();
     uv_loop_close(srv->loop);
   }
   free(srv);

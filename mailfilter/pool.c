@@ -4,6 +4,7 @@
 #include "pool.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #include <mailfilter/mailfilter.h>
@@ -21,6 +22,13 @@ struct mf_pool {
 
 static void *worker(void *arg) {
   mf_pool *p = arg;
+  /* decide() runs here: a write of its own to a closed socket gets EPIPE,
+   * never SIGPIPE (milter.h, SIGNALS).  The disposition stays the
+   * application's. */
+  sigset_t only;
+  sigemptyset(&only);
+  sigaddset(&only, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &only, NULL);
   pthread_mutex_lock(&p->mu);
   for (;;) {
     while (p->head == NULL && !p->stopping) {

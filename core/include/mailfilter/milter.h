@@ -26,6 +26,39 @@
  *     While a reply is PENDING the ctx stays valid even if the MTA vanishes;
  *     milter_ctx_reply() then discards the reply and the ctx is freed after
  *     the close callback has run.
+ *
+ * SIGNALS (SIGPIPE)
+ *   An MTA that hangs up while a reply is owed costs that connection only:
+ *   the write fails with EPIPE or ECONNRESET, one line is logged with the
+ *   peer ("closing: MTA left before the reply"), the connection is closed
+ *   and the others are served.  No write of the library raises SIGPIPE,
+ *   whatever the application's disposition for it (default, ignored, or a
+ *   handler: the handler is not called for the library's writes).
+ *   The library never changes a signal disposition (unlike libmilter's
+ *   smfi_main, it does not ignore SIGPIPE for the process).  It works with
+ *   the per-thread signal mask and MSG_NOSIGNAL only:
+ *   - its own writes to a socket are send(..., MSG_NOSIGNAL);
+ *   - what libuv writes for it (the first attempt of a queued write, and
+ *     the rest of a write the socket could not take at once, which libuv
+ *     writes in the loop's poll phase) runs with SIGPIPE blocked in the
+ *     thread; a SIGPIPE that this made pending is consumed before the mask
+ *     is restored, unless SIGPIPE was already blocked in that thread (then
+ *     it is the application's to handle);
+ *   - milter_server_run() blocks SIGPIPE in the calling thread for the
+ *     whole run and restores the mask when it returns;
+ *   - a server on the application's loop (milter_server_new with a loop)
+ *     adds a prepare/check handle pair to that loop (unref'd: they do not
+ *     keep it alive): SIGPIPE is blocked in the loop's thread from the
+ *     prepare phase to the check phase, around the poll phase.  Callbacks
+ *     of the application's own handles that run in that phase (I/O
+ *     callbacks, and check callbacks run before the server's) see SIGPIPE
+ *     blocked too: a write of theirs to a closed socket fails with EPIPE
+ *     instead of raising the signal;
+ *   - threads the library creates (the mailfilter layer's workers, which
+ *     run decide()) start with SIGPIPE blocked: a write of decide() to a
+ *     closed socket gets EPIPE, never the signal.
+ *   The MTA-side clients follow the same rules (milter_aclient.h,
+ *   milter_client.h).
  */
 #ifndef MAILFILTER_MILTER_H
 #define MAILFILTER_MILTER_H

@@ -48,6 +48,15 @@
  *   run its close callback; a reply still awaited is cancelled (its cb runs
  *   with MILTER_E_CLOSED).  The loop must run until closed_cb has been
  *   called (or until uv_run returns).
+ *
+ * SIGNALS
+ *   A milter that has gone makes writes fail with MILTER_E_EOF, never
+ *   SIGPIPE, whatever the application's disposition (no disposition is
+ *   changed): the aclient writes with send(MSG_NOSIGNAL), blocks SIGPIPE
+ *   around its uv_write calls, and adds a prepare/check handle pair to the
+ *   loop (unref'd) that blocks SIGPIPE in the loop's thread around the
+ *   poll phase, where libuv writes what the socket did not take at once.
+ *   See milter.h, SIGNALS (SIGPIPE).
  */
 #ifndef MAILFILTER_MILTER_ACLIENT_H
 #define MAILFILTER_MILTER_ACLIENT_H

@@ -40,6 +40,13 @@
  *   connection is closed (the stream cannot be trusted any more); later
  *   calls return MILTER_E_STATE until milter_client_open() is called again.
  * milter_client_errmsg() describes the last error in English.
+ *
+ * SIGNALS
+ *   Writing to a milter that has gone returns MILTER_E_EOF (or _IO) and
+ *   never raises SIGPIPE, whatever the application's disposition (none is
+ *   changed): the private loop runs with SIGPIPE blocked in the calling
+ *   thread, the mask is restored before the call returns.  See milter.h,
+ *   SIGNALS (SIGPIPE).
  */
 #ifndef MAILFILTER_MILTER_CLIENT_H
 #define MAILFILTER_MILTER_CLIENT_H
