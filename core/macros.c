@@ -15,7 +15,9 @@ void milter_macros_store(milter_ctx *ctx, int stage, const char *p,
   if (len > 0) {
     copy = xmalloc(len);
     if (copy == NULL) {
-      milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for macros");
+      /* A callback would read the connection without them (no queue id,
+       * no {auth_authen}: an authenticated sender taken for a stranger). */
+      milter_session_oom(ctx, "macros");
       return;
     }
     memcpy(copy, p, len);

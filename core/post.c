@@ -1,17 +1,11 @@
 /* post.c -- milter_ctx_post(): hand work from any thread to the loop. */
 #include "post.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 
-#include "session.h"
 #include "mf_alloc.h"
-
-struct milter_post_item {
-  struct milter_post_item *next;
-  milter_ctx *ctx;
-  milter_post_fn fn;
-  void *arg;
-};
+#include "session.h"
 
 static void on_async(uv_async_t *a) {
   milter_poster_run(a->data);
@@ -31,9 +25,14 @@ int milter_poster_init(milter_poster *p, uv_loop_t *loop) {
 
 int milter_poster_push(milter_poster *p, milter_ctx *ctx, milter_post_fn fn,
                        void *arg) {
-  struct milter_post_item *it = xmalloc(sizeof *it);
-  if (it == NULL)
-    return MILTER_E_NOMEM;
+  struct milter_post_item *it = &ctx->post_slot;
+  if (atomic_exchange(&ctx->post_slot_busy, 1) != 0) {
+    if ((it = xmalloc(sizeof *it)) == NULL)
+      return MILTER_E_NOMEM;
+    it->embedded = 0;
+  } else {
+    it->embedded = 1;
+  }
   it->next = NULL;
   it->ctx = ctx;
   it->fn = fn;
@@ -56,8 +55,15 @@ void milter_poster_run(milter_poster *p) {
   uv_mutex_unlock(&p->mu);
   while (it != NULL) {
     struct milter_post_item *next = it->next;
-    it->fn(it->ctx, it->arg);
-    free(it);
+    milter_ctx *ctx = it->ctx;
+    milter_post_fn fn = it->fn;
+    void *arg = it->arg;
+    /* Released before the call: fn may post again (or end the ctx). */
+    if (it->embedded)
+      atomic_store(&ctx->post_slot_busy, 0);
+    else
+      free(it);
+    fn(ctx, arg);
     it = next;
   }
 }

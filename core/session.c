@@ -484,7 +484,17 @@ static void append_status(milter_ctx *ctx, uint8_t cmd, milter_status st) {
       return;
   }
   if (milter_enc_reply_simple(&ctx->out, code) < 0)
-    milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for a reply");
+    milter_session_oom(ctx, "a reply");
+}
+
+/* Out of memory where losing the data would change what the MTA is told
+ * (a reply, the actions, the macros a callback reads): close the
+ * connection; the MTA applies its default action at once. */
+void milter_session_oom(milter_ctx *ctx, const char *what) {
+  if (!ctx->close_req)
+    milter_ctx_log(ctx, MILTER_LOG_ERROR, "closing: out of memory for %s",
+                   what);
+  ctx->close_req = 1;
 }
 
 static int is_failure(milter_status st) {
@@ -504,6 +514,7 @@ static int ends_message(uint8_t cmd, milter_status st) {
 static void emit(milter_ctx *ctx, uint8_t cmd, milter_status st) {
   if (nr_bit(cmd) & ctx->nr_sent)
     return; /* the MTA waits for nothing: sending would desynchronise it */
+  size_t mark = ctx->out.len; /* where this reply starts */
   /* NOREPLY where the MTA expects a reply (NR faked, or never asked for):
    * CONTINUE, as libmilter's sendreply() fakes it.  DEVIATION: with a faked
    * NR bit libmilter also turns REJECT etc. into CONTINUE; the MTA waits for
@@ -522,10 +533,15 @@ static void emit(milter_ctx *ctx, uint8_t cmd, milter_status st) {
                        status_name(st));
       milter_actions_clear(ctx);
     } else if (milter_actions_flush(ctx) < 0) {
-      milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for actions");
+      /* Some changes but not all would reach the MTA: none must. */
+      ctx->out.len = mark;
+      milter_session_oom(ctx, "the end-of-message actions");
+      return;
     }
   }
   append_status(ctx, cmd, st);
+  if (ctx->close_req)
+    ctx->out.len = mark;
 }
 
 /* The reply st to cmd and the state it leaves. */

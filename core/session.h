@@ -26,10 +26,13 @@
 #define MF_CORE_SESSION_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <mailfilter/milter.h>
+
+#include "post.h"
 
 /* Per-server (or per-test) environment shared by its sessions. */
 typedef struct milter_session_env {
@@ -117,6 +120,9 @@ struct milter_ctx {
   unsigned deferred_conn : 1; /* deferred at CONNECT/HELO: whole connection */
   unsigned deferred_told : 1; /* its delivery was logged */
   char peer[60];
+  /* milter_ctx_post() without allocating (post.h). */
+  struct milter_post_item post_slot;
+  atomic_int post_slot_busy;
 };
 
 #define MILTER_SESSION_PAUSED 1
@@ -151,6 +157,8 @@ void milter_macros_clear(milter_ctx *ctx, int from_stage);
 /* End-of-message actions (actions.c): flush queue into out; drop queue. */
 int milter_actions_flush(milter_ctx *ctx);
 void milter_actions_clear(milter_ctx *ctx);
+/* Out of memory for what: log, and close the connection (session.c). */
+void milter_session_oom(milter_ctx *ctx, const char *what);
 /* Emit the reply to cmd with status (session.c), used by milter_ctx_reply. */
 void milter_session_finish(milter_ctx *ctx, uint8_t cmd, milter_status st);
 

@@ -48,8 +48,8 @@ char *tu_read_file(const char *name, size_t *len) {
   return buf;
 }
 
-int tu_count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
+int tu_count_entries(const char *dir) {
+  DIR *d = opendir(dir);
   if (d == NULL)
     return -1;
   int n = 0;
@@ -58,7 +58,11 @@ int tu_count_fds(void) {
     if (e->d_name[0] != '.')
       n++;
   closedir(d);
-  return n - 1; /* the DIR's own fd */
+  return n;
+}
+
+int tu_count_fds(void) {
+  return tu_count_entries("/proc/self/fd") - 1; /* the DIR's own fd */
 }
 
 int tu_listen_loopback(int *port) {

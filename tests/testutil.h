@@ -13,6 +13,8 @@ const char *tu_data_path(const char *name);
 /* Read a whole file (under tests/data when name is relative).  Returns a
  * malloc'd, NUL-terminated buffer and its length, or NULL. */
 char *tu_read_file(const char *name, size_t *len);
+/* Number of entries of a directory (dot files not counted), or -1. */
+int tu_count_entries(const char *dir);
 /* Number of open file descriptors of this process. */
 int tu_count_fds(void);
 /* A TCP socket listening on 127.0.0.1 on a free port (stored in *port), or
