@@ -6,6 +6,12 @@
  *   mfscen SOCKETSPEC [--stage connect|helo|mail|rcpt|data|eoh|eom]
  *                     [--decide accept|reject|tempfail|discard|quarantine]
  *                     [--max-body N] [--progress-ms N] [--spool DIR]
+ *                     [--gate FILE] [--log-level error|warning|info|debug]
+ *
+ * A scenario "gate-REST" ("scen-gate-hdr-add@...") holds decide() until
+ * FILE (--gate) exists -- as long as the test wants, e.g. past the MTA's
+ * timeout -- then runs scenario REST; it prints "mfscen: gate wait <rcpt>"
+ * before and "mfscen: gate open <rcpt>" after the wait.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +21,15 @@
 #include <mailfilter/mailfilter.h>
 
 static const char *fixed; /* --decide */
+static const char *gate;  /* --gate */
+
+/* Wait until the gate file exists (at most 10 minutes). */
+static void gate_wait(const char *rcpt) {
+  fprintf(stderr, "mfscen: gate wait %s\n", rcpt);
+  for (int i = 0; i < 60000 && (gate == NULL || access(gate, F_OK) != 0); i++)
+    usleep(10000);
+  fprintf(stderr, "mfscen: gate open %s\n", rcpt);
+}
 
 static mf_decision by_name(mf_trx *trx, const char *d) {
   if (strcmp(d, "reject") == 0) {
@@ -55,11 +70,16 @@ static mf_decision decide(mf_trx *trx, void *ud) {
   const char *r = mf_trx_rcpt_count(trx) ? mf_trx_rcpt_raw(trx, 0) : NULL;
   if (r == NULL || strncmp(r, "<scen-", 6) != 0)
     return MF_ACCEPT;
-  char s[64];
-  snprintf(s, sizeof s, "%s", r + 6);
-  char *at = strchr(s, '@');
+  char buf[64];
+  snprintf(buf, sizeof buf, "%s", r + 6);
+  char *at = strchr(buf, '@');
   if (at)
     *at = '\0';
+  const char *s = buf;
+  if (strncmp(s, "gate-", 5) == 0) {
+    gate_wait(r);
+    s += 5;
+  }
   mf_hdrs *h = mf_trx_headers(trx);
   if (strcmp(s, "hdr-change-first") == 0)
     mf_hdr_set(h, 0, "Changed First <first@test.example>");
@@ -120,6 +140,13 @@ int main(int argc, char **argv) {
       o.progress_ms = strtoull(argv[i + 1], NULL, 10);
     else if (strcmp(argv[i], "--spool") == 0)
       o.spool_dir = argv[i + 1];
+    else if (strcmp(argv[i], "--gate") == 0)
+      gate = argv[i + 1];
+    else if (strcmp(argv[i], "--log-level") == 0)
+      o.server.log_level = strcmp(argv[i + 1], "debug") == 0 ? MILTER_LOG_DEBUG
+                           : strcmp(argv[i + 1], "warning") == 0 ? MILTER_LOG_WARNING
+                           : strcmp(argv[i + 1], "error") == 0 ? MILTER_LOG_ERROR
+                                                                : MILTER_LOG_INFO;
   }
   mf_filter *f;
   int rc = mf_filter_new(&f, decide, NULL, &o);

@@ -217,19 +217,32 @@ def wait_port(port, timeout=10.0, host="127.0.0.1"):
             time.sleep(0.05)
 
 
-def tcp_listening(port, host="127.0.0.1"):
-    """True if a socket listens on host:port (IPv4), read from
-    /proc/net/tcp so that nothing connects to it."""
+# /proc/net/tcp state codes
+TCP_CLOSE_WAIT, TCP_LISTEN = "08", "0A"
+
+
+def tcp_sockets(port, host="127.0.0.1"):
+    """The IPv4 sockets bound to host:port, read from /proc/net/tcp (nothing
+    connects): a list of (remote port, state), state a TCP_* code above --
+    e.g. a milter's accepted connections are in TCP_CLOSE_WAIT once the MTA
+    has closed its end."""
     want = "%s:%04X" % ("".join("%02X" % int(b) for b in reversed(host.split("."))), port)
+    out = []
     try:
         with open("/proc/net/tcp") as f:
             for line in f.readlines()[1:]:
                 p = line.split()
-                if len(p) > 3 and p[1] == want and p[3] == "0A":
-                    return True
+                if len(p) > 3 and p[1] == want:
+                    out.append((int(p[2].rsplit(":", 1)[1], 16), p[3]))
     except OSError:
         pass
-    return False
+    return out
+
+
+def tcp_listening(port, host="127.0.0.1"):
+    """True if a socket listens on host:port (IPv4), read from
+    /proc/net/tcp so that nothing connects to it."""
+    return any(st == TCP_LISTEN for _, st in tcp_sockets(port, host))
 
 
 def wait_for(pred, timeout, what, interval=0.05):
@@ -532,6 +545,16 @@ class Milter:
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def fds(self):
+        """The process's open file descriptors: {fd number: what it points
+        to} from /proc/PID/fd ("socket:[123]", "/dir/#45 (deleted)"...)."""
+        d = "/proc/%d/fd" % self.proc.pid
+        out = {}
+        for n in os.listdir(d):
+            with contextlib.suppress(OSError):  # closed meanwhile
+                out[int(n)] = os.readlink(os.path.join(d, n))
+        return out
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc is None:
