@@ -15,6 +15,7 @@
  * valid whatever the MTA does with deleted slots, so they are emitted in
  * that order, with appends first (an append never moves an original).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -277,6 +278,23 @@ int mf_engine_has_changes(mf_trx *t) {
   return hdrs_changed(t);
 }
 
+/* Read len bytes of the replacement body at off (short reads retried); a
+ * failure's cause goes to t->err. */
+static int read_newbody(mf_trx *t, uint64_t off, uint8_t *buf, size_t len) {
+  while (len > 0) {
+    ssize_t n = mf_spool_read(t->newbody, off, buf, len);
+    if (n <= 0) {
+      mf_trx_seterr(t, "replacement body: cannot read back its temp file: %s",
+                    strerror(n == 0 ? EIO : errno));
+      return MF_E_IO;
+    }
+    buf += n;
+    off += (uint64_t)n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
 int mf_engine_actions(mf_trx *t, mf_decision d, unsigned flags,
                       milter_action **out, size_t *nout) {
   if (t == NULL || out == NULL || nout == NULL)
@@ -307,6 +325,8 @@ int mf_engine_actions(mf_trx *t, mf_decision d, unsigned flags,
         rc = MF_E_NOMEM;
     }
   }
+  if (rc == 0 && t->body_replaced && t->newbody->err != 0)
+    rc = mf_trx_spool_error(t, t->newbody, "replacement body", MF_E_IO);
   if (rc == 0 && t->body_replaced) {
     if ((rc = need(t, MILTER_ACT_CHGBODY, "CHGBODY (replace the body)")) ==
         0) {
@@ -322,9 +342,8 @@ int mf_engine_actions(mf_trx *t, mf_decision d, unsigned flags,
           a->body = xmalloc((size_t)size);
           if (a->body == NULL)
             rc = MF_E_NOMEM;
-          else if (mf_spool_read(t->newbody, 0, a->body, (size_t)size) !=
-                   (ssize_t)size)
-            rc = MF_E_IO;
+          else
+            rc = read_newbody(t, 0, a->body, (size_t)size);
         }
       }
     }
@@ -359,13 +378,12 @@ int mf_engine_replbody(mf_trx *t, size_t max,
     return MF_E_NOMEM;
   int rc = 0;
   for (uint64_t off = 0; off < t->newbody->size && rc == 0;) {
-    ssize_t n = mf_spool_read(t->newbody, off, buf, max);
-    if (n <= 0) {
-      rc = MF_E_IO;
-      break;
-    }
-    rc = fn(arg, buf, (size_t)n);
-    off += (uint64_t)n;
+    size_t n = t->newbody->size - off < max ? (size_t)(t->newbody->size - off)
+                                            : max;
+    rc = read_newbody(t, off, buf, n);
+    if (rc == 0)
+      rc = fn(arg, buf, n);
+    off += n;
   }
   free(buf);
   return rc;

@@ -8,6 +8,13 @@
  * that has NR_* sends the next event at once.  Events nobody reads are
  * switched off with NO* (no body before a decision at end of headers, no
  * headers before one at DATA...).
+ *
+ * Failures (spool I/O, allocation, limits, validator, decide(), changes that
+ * cannot be sent) answer on_error through on_failure(), logged once with
+ * the queue id and the cause.  In an event whose reply was negotiated away
+ * core keeps that status and answers it at the next event that gets a reply
+ * (milter.h, DEFERRED STATUS); no callback of ours runs meanwhile, and the
+ * abort callback resets the message.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -228,8 +235,9 @@ static void set_user_reply(fconn *fc, mf_decision d) {
                    qid(fc), rc);
 }
 
+/* Returns core's MILTER_E_* code as is (mf_engine_replbody passes it on). */
 static int body_piece(void *arg, const void *p, size_t n) {
-  return milter_ctx_replacebody(arg, p, n) == 0 ? 0 : MF_E_STATE;
+  return milter_ctx_replacebody(arg, p, n);
 }
 
 /* End of message with verdict d (ACCEPT or QUARANTINE): queue the actions,
@@ -282,8 +290,20 @@ static milter_status send_actions(fconn *fc, mf_decision d) {
     }
   }
   mf_engine_actions_free(a, n);
-  if (rc != 0)
-    return on_failure(fc, "cannot queue a milter action");
+  if (rc != 0) {
+    /* Half the changes must not go out followed by a final reply. */
+    milter_ctx_clear_actions(ctx);
+    char why[400];
+    if (rc == MF_E_IO) /* reading the replacement body back */
+      snprintf(why, sizeof(why), "cannot send the changes: %s",
+               mf_engine_last_error(fc->trx));
+    else if (rc == MF_E_NOMEM)
+      snprintf(why, sizeof(why), "cannot send the changes: out of memory");
+    else
+      snprintf(why, sizeof(why), "cannot queue a milter action: %s",
+               milter_strerror(rc));
+    return on_failure(fc, why);
+  }
   return MILTER_ACCEPT;
 }
 
@@ -322,8 +342,13 @@ static milter_status verdict(fconn *fc, mf_decision d) {
     fc->held_d = d;
     return MILTER_CONTINUE;
   case MF_FAIL:
-  default:
-    return on_failure(fc, "the decision function failed");
+  default: {
+    const char *e = mf_engine_last_error(fc->trx);
+    char why[400];
+    snprintf(why, sizeof(why), "the decision function failed%s%s%s",
+             e[0] ? " (last error: " : "", e, e[0] ? ")" : "");
+    return on_failure(fc, why);
+  }
   }
 }
 

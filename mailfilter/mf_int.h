@@ -93,5 +93,9 @@ void mf_trx_fini(mf_trx *t);
 
 void mf_trx_seterr(mf_trx *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* A failed write to spool s: "what: cause (errno text)" goes to t->err.
+ * Returns rc. */
+int mf_trx_spool_error(mf_trx *t, const mf_spool *s, const char *what,
+                       int rc);
 
 #endif

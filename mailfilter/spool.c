@@ -20,12 +20,32 @@ void mf_spool_init(mf_spool *s, size_t mem_max, const char *dir) {
   s->dir = dir;
 }
 
-int mf_spool_tmpfile(const char *dir) {
+/* The seam: 0 = go on (with *len maybe lowered), -1 = fail (errno set). */
+static int fault(int op, int fd, size_t *len) {
+  if (mf_fault_spool_io == NULL)
+    return 0;
+  size_t want = *len;
+  if (mf_fault_spool_io(op, fd, len) != 0)
+    return -1;
+  if (*len == 0 || *len > want)
+    *len = want; /* a short call moves at least one byte */
+  return 0;
+}
+
+static const char *spool_dir(const char *dir) {
   if (dir == NULL || dir[0] == '\0') {
     dir = getenv("TMPDIR");
     if (dir == NULL || dir[0] == '\0')
       dir = "/tmp";
   }
+  return dir;
+}
+
+int mf_spool_tmpfile(const char *dir) {
+  dir = spool_dir(dir);
+  size_t zero = 0;
+  if (fault(MF_SPOOL_OP_OPEN, -1, &zero) != 0)
+    return -1;
 #ifdef O_TMPFILE
   int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd >= 0)
@@ -46,19 +66,46 @@ int mf_spool_tmpfile(const char *dir) {
   return fd;
 }
 
-static int write_all(int fd, const void *data, size_t len) {
+static int failed(mf_spool *s, int op, int err) {
+  s->err = err;
+  s->err_op = op;
+  return op == MF_SPOOL_OP_ALLOC ? MF_E_NOMEM : MF_E_IO;
+}
+
+/* Write everything, retrying short writes and EINTR. */
+static int write_all(mf_spool *s, int fd, const void *data, size_t len) {
   const uint8_t *p = data;
   while (len > 0) {
-    ssize_t n = write(fd, p, len);
+    size_t want = len;
+    ssize_t n = fault(MF_SPOOL_OP_WRITE, fd, &want) != 0
+                    ? -1
+                    : write(fd, p, want);
     if (n < 0) {
       if (errno == EINTR)
         continue;
-      return MF_E_IO;
+      return failed(s, MF_SPOOL_OP_WRITE, errno);
     }
+    if (n == 0) /* no room and no error: as the kernel says for a full disk */
+      return failed(s, MF_SPOOL_OP_WRITE, ENOSPC);
     p += n;
     len -= (size_t)n;
   }
   return 0;
+}
+
+const char *mf_spool_strerror(const mf_spool *s, char *buf, size_t n) {
+  const char *what;
+  switch (s->err_op) {
+  case MF_SPOOL_OP_OPEN: what = "cannot create a temp file in"; break;
+  case MF_SPOOL_OP_WRITE: what = "cannot write to a temp file in"; break;
+  case MF_SPOOL_OP_ALLOC: what = "out of memory for"; break;
+  default: what = "no error in"; break;
+  }
+  snprintf(buf, n, "%s %s: %s", what,
+           s->err_op == MF_SPOOL_OP_ALLOC ? "the in-memory spool"
+                                          : spool_dir(s->dir),
+           strerror(s->err));
+  return buf;
 }
 
 int mf_spool_write(mf_spool *s, const void *data, size_t len) {
@@ -67,8 +114,8 @@ int mf_spool_write(mf_spool *s, const void *data, size_t len) {
   if (s->fd < 0 && s->size + len > s->mem_max) {
     int fd = mf_spool_tmpfile(s->dir);
     if (fd < 0)
-      return MF_E_IO;
-    if (s->len > 0 && write_all(fd, s->mem, s->len) != 0) {
+      return failed(s, MF_SPOOL_OP_OPEN, errno);
+    if (s->len > 0 && write_all(s, fd, s->mem, s->len) != 0) {
       close(fd);
       return MF_E_IO;
     }
@@ -78,7 +125,7 @@ int mf_spool_write(mf_spool *s, const void *data, size_t len) {
     s->fd = fd;
   }
   if (s->fd >= 0) {
-    int rc = write_all(s->fd, data, len);
+    int rc = write_all(s, s->fd, data, len);
     if (rc != 0)
       return rc;
   } else {
@@ -90,7 +137,7 @@ int mf_spool_write(mf_spool *s, const void *data, size_t len) {
         cap = s->mem_max;
       uint8_t *m = xrealloc(s->mem, cap);
       if (m == NULL)
-        return MF_E_NOMEM;
+        return failed(s, MF_SPOOL_OP_ALLOC, ENOMEM);
       s->mem = m;
       s->cap = cap;
     }
@@ -110,15 +157,22 @@ ssize_t mf_spool_read(const mf_spool *s, uint64_t off, void *buf, size_t len) {
     len = (size_t)(s->size - off);
   if (len > SSIZE_MAX)
     len = SSIZE_MAX;
+  if (len == 0)
+    return 0;
   if (s->fd < 0) {
     memcpy(buf, s->mem + off, len);
     return (ssize_t)len;
   }
   for (;;) {
-    ssize_t n = pread(s->fd, buf, len, (off_t)off);
+    size_t want = len;
+    ssize_t n = fault(MF_SPOOL_OP_PREAD, s->fd, &want) != 0
+                    ? -1
+                    : pread(s->fd, buf, want, (off_t)off);
     if (n < 0 && errno == EINTR)
       continue;
-    return n < 0 ? MF_E_IO : n;
+    if (n == 0) /* the file is shorter than what was written */
+      errno = EIO;
+    return n <= 0 ? MF_E_IO : n;
   }
 }
 
@@ -130,4 +184,5 @@ void mf_spool_reset(mf_spool *s) {
   s->len = s->cap = 0;
   s->fd = -1;
   s->size = 0;
+  s->err = s->err_op = 0;
 }

@@ -1,5 +1,7 @@
 /* trx.c -- the transaction: what the events bring (engine side) and what
  * the decision function reads and changes (user side). */
+#include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -437,6 +439,17 @@ int mf_engine_eoh(mf_trx *t) {
   return 0;
 }
 
+int mf_trx_spool_error(mf_trx *t, const mf_spool *s, const char *what,
+                       int rc) {
+  char why[PATH_MAX + 128];
+  mf_trx_seterr(t, "%s: %s", what, mf_spool_strerror(s, why, sizeof(why)));
+  return rc;
+}
+
+static int body_spool_error(mf_trx *t, int rc) {
+  return mf_trx_spool_error(t, &t->body, "body spool", rc);
+}
+
 int mf_engine_body(mf_trx *t, const void *data, size_t len) {
   if (t == NULL || (data == NULL && len > 0))
     return MF_E_INVAL;
@@ -449,15 +462,15 @@ int mf_engine_body(mf_trx *t, const void *data, size_t len) {
     if (t->opts->body_limit == MF_DO_TRUNCATE && fit > 0) {
       int rc = mf_spool_write(&t->body, data, fit);
       if (rc != 0)
-        return rc;
+        return body_spool_error(t, rc);
     }
     mf_trx_seterr(t, "body over %llu bytes", (unsigned long long)max);
     return MF_E_LIMIT;
   }
   int rc = mf_spool_write(&t->body, data, len);
   if (rc != 0)
-    mf_trx_seterr(t, "body spool: %s", mf_strerror(rc));
-  return rc;
+    return body_spool_error(t, rc);
+  return 0;
 }
 
 int mf_engine_macro(mf_trx *t, const char *name, const char *value) {
@@ -515,6 +528,8 @@ mf_decision mf_engine_decide(mf_trx *t, mf_stage stage, mf_decide_fn decide,
     return MF_FAIL;
   t->stage = stage;
   t->in_call = 1;
+  if (t->err != NULL)
+    t->err[0] = '\0'; /* what fails from here is the decision's */
   return finish_call(t, decide(t, ud));
 }
 
@@ -656,7 +671,16 @@ const uint8_t *mf_trx_body_mem(const mf_trx *t) {
 int mf_trx_body_fd(const mf_trx *t) { return t->body.fd; }
 ssize_t mf_trx_body_read(const mf_trx *t, uint64_t off, void *buf,
                          size_t len) {
-  return mf_spool_read(&t->body, off, buf, len);
+  ssize_t n = mf_spool_read(&t->body, off, buf, len);
+  if (n == MF_E_IO) {
+    /* The cause, for the log line if the decision then fails (the trx is
+     * never a const object: only the accessor's view is const). */
+    int e = errno;
+    mf_trx_seterr((mf_trx *)t, "body spool: cannot read its temp file: %s",
+                  strerror(e));
+    errno = e;
+  }
+  return n;
 }
 int mf_trx_truncated(const mf_trx *t) { return t->truncated; }
 
@@ -859,12 +883,19 @@ static int start_body(mf_trx *t) {
   return 0;
 }
 
+/* A failed write is remembered by the spool (newbody->err): the actions
+ * then fail (diff.c) instead of sending a partial body. */
+static int newbody_write(mf_trx *t, const void *data, size_t len) {
+  int rc = mf_spool_write(t->newbody, data, len);
+  return rc != 0 ? mf_trx_spool_error(t, t->newbody, "replacement body", rc) : 0;
+}
+
 int mf_trx_replace_body(mf_trx *t, const void *data, size_t len) {
   if (data == NULL && len > 0)
     return MF_E_INVAL;
   int rc = start_body(t);
   if (rc == 0)
-    rc = mf_spool_write(t->newbody, data, len);
+    rc = newbody_write(t, data, len);
   return rc;
 }
 
@@ -885,7 +916,7 @@ int mf_trx_replace_body_fd(mf_trx *t, int fd) {
     if (n == 0)
       return 0;
     off += n;
-    if ((rc = mf_spool_write(t->newbody, buf, (size_t)n)) != 0)
+    if ((rc = newbody_write(t, buf, (size_t)n)) != 0)
       return rc;
   }
 }

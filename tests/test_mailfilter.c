@@ -25,6 +25,7 @@
 #include <mailfilter/milter_proto.h>
 
 #include "testutil.h"
+#include "mftest.h"
 
 /* ---- what the decision function does, per test -------------------------- */
 
@@ -86,17 +87,6 @@ static void quiet_log(void *ud, milter_log_level lvl, const char *msg) {
     fprintf(stderr, "[filter] %s\n", msg);
 }
 
-typedef struct tf {
-  mf_filter *f;
-  pthread_t thread;
-  char spec[64];
-} tf;
-
-static void *run_thread(void *arg) {
-  mf_filter_run(arg);
-  return NULL;
-}
-
 static void base_opts(mf_opts *o, mf_stage stage) {
   mf_opts_init(o);
   o->stage = stage;
@@ -109,53 +99,18 @@ static void base_opts(mf_opts *o, mf_stage stage) {
 static void tf_start(tf *t, const mf_opts *o) {
   atomic_store(&S.calls, 0);
   atomic_store(&S.rcpt_calls, 0);
-  assert_int_equal(mf_filter_new(&t->f, decide, &S, o), 0);
-  assert_int_equal(mf_filter_listen(t->f, "inet:0@127.0.0.1"), 0);
-  snprintf(t->spec, sizeof t->spec, "inet:%d@127.0.0.1",
-           milter_server_port(mf_filter_server(t->f)));
-  assert_int_equal(pthread_create(&t->thread, NULL, run_thread, t->f), 0);
+  tf_launch(t, o, decide, &S);
 }
 
 static void tf_stop(tf *t) {
   int line = atomic_exchange(&bad_line, 0);
   if (line != 0)
     fail_msg("check in the decision function failed at line %d", line);
-  mf_filter_stop(t->f);
-  pthread_join(t->thread, NULL);
-  mf_filter_free(t->f);
+  tf_halt(t);
 }
 
 static milter_client *open_client(const tf *t, milter_client_nego *nego) {
-  milter_client *c = NULL;
-  milter_client_opts o;
-  milter_client_opts_init(&o);
-  o.command_timeout_ms = 5000;
-  assert_int_equal(milter_client_new(&c, &o), 0);
-  OK(milter_client_open(c, t->spec));
-  milter_client_nego n;
-  OK(milter_client_negotiate(c, nego ? nego : &n));
-  return c;
-}
-
-/* Connect + HELO + MAIL + RCPTs; every result must be "no reply" (the
- * decision is later). */
-static void envelope(milter_client *c, const char *from, int nrcpt,
-                     const char *const *rcpts, milter_client_status expect) {
-  milter_client_result r = {0};
-  const char *mv[] = {"{auth_authen}", "", "i", "4XyZ12"};
-  OK(milter_client_connect(c, "client.example", MILTER_FAMILY_INET, 2525,
-                           "192.0.2.7", &r));
-  assert_int_equal(r.status, expect);
-  OK(milter_client_helo(c, "client.example", &r));
-  assert_int_equal(r.status, expect);
-  OK(milter_client_macro(c, MILTER_CMD_MAIL, 2, mv));
-  OK(milter_client_mail(c, from, 0, NULL, &r));
-  assert_int_equal(r.status, expect);
-  for (int i = 0; i < nrcpt; i++) {
-    OK(milter_client_rcpt(c, rcpts[i], 0, NULL, &r));
-    assert_int_equal(r.status, expect);
-  }
-  milter_client_result_free(&r);
+  return tf_client(t, 0, nego);
 }
 
 static const char *const two_rcpts[] = {"<a@example.net>", "<b@example.net>"};
@@ -185,7 +140,7 @@ static void test_eom_untouched_zero_actions(void **state) {
   assert_true(n.protocol & MILTER_P_HDR_LEADSPC);
   assert_true(n.protocol & MILTER_P_NOEOH);
   assert_true(n.protocol & MILTER_P_NOUNKNOWN);
-  envelope(c, "<s@example.org>", 2, two_rcpts, MILTER_CLIENT_NOREPLY);
+  tf_envelope(c, "<s@example.org>", 2, two_rcpts, MILTER_CLIENT_NOREPLY);
   milter_client_result r = {0};
   headers(c, &r);
   assert_int_equal(r.status, MILTER_CLIENT_NOREPLY);
@@ -215,7 +170,7 @@ static void test_eoh_accept_no_body(void **state) {
   milter_client_nego n;
   milter_client *c = open_client(&t, &n);
   assert_true(n.protocol & MILTER_P_NOBODY);
-  envelope(c, "<s@example.org>", 2, two_rcpts, MILTER_CLIENT_NOREPLY);
+  tf_envelope(c, "<s@example.org>", 2, two_rcpts, MILTER_CLIENT_NOREPLY);
   milter_client_result r = {0};
   headers(c, &r);
   OK(milter_client_eoh(c, &r));
@@ -248,7 +203,7 @@ static void test_eoh_change_held_until_eom(void **state) {
   S = (scen){.fn = tag_subject};
   tf_start(&t, &o);
   milter_client *c = open_client(&t, NULL);
-  envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
+  tf_envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
   milter_client_result r = {0};
   headers(c, &r);
   OK(milter_client_eoh(c, &r));
@@ -315,7 +270,7 @@ static void test_quarantine_at_eoh(void **state) {
   S = (scen){.fn = quarantine};
   tf_start(&t, &o);
   milter_client *c = open_client(&t, NULL);
-  envelope(c, "<s@example.org>", 2, two_rcpts, MILTER_CLIENT_NOREPLY);
+  tf_envelope(c, "<s@example.org>", 2, two_rcpts, MILTER_CLIENT_NOREPLY);
   milter_client_result r = {0};
   headers(c, &r);
   OK(milter_client_eoh(c, &r));
@@ -369,7 +324,7 @@ static void test_fail_default_tempfail_and_accept(void **state) {
     S = (scen){.fn = dfail};
     tf_start(&t, &o);
     milter_client *c = open_client(&t, NULL);
-    envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
+    tf_envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
     milter_client_result r = {0};
     headers(c, &r);
     int rc = milter_client_eoh(c, &r);
@@ -418,7 +373,7 @@ static void test_pending_with_progress(void **state) {
     S = (scen){.fn = go_pending};
     tf_start(&t, &o);
     milter_client *c = open_client(&t, NULL);
-    envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
+    tf_envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
     milter_client_result r = {0};
     headers(c, &r);
     OK(milter_client_eoh(c, &r));
@@ -528,7 +483,7 @@ static void test_envelope_actions(void **state) {
   S = (scen){.fn = envelope_edits};
   tf_start(&t, &o);
   milter_client *c = open_client(&t, NULL);
-  envelope(c, "<s@example.org>", 2, two_rcpts, MILTER_CLIENT_NOREPLY);
+  tf_envelope(c, "<s@example.org>", 2, two_rcpts, MILTER_CLIENT_NOREPLY);
   milter_client_result r = {0};
   headers(c, &r);
   OK(milter_client_eom(c, &r));
@@ -571,7 +526,7 @@ static void test_header_actions_minimal(void **state) {
   S = (scen){.fn = header_edits};
   tf_start(&t, &o);
   milter_client *c = open_client(&t, NULL);
-  envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
+  tf_envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
   milter_client_result r = {0};
   headers(c, &r);
   OK(milter_client_eom(c, &r));
@@ -599,40 +554,20 @@ static void test_header_actions_minimal(void **state) {
 
 /* ---- body: spool, replace, limit ---------------------------------------- */
 
-static uint8_t *pattern(size_t n, unsigned seed) {
-  uint8_t *b = malloc(n);
-  for (size_t i = 0; i < n; i++)
-    b[i] = (uint8_t)("abcdefghijklmnopqrstuvwxyz0123456789\r\n"[(i + seed) %
-                                                               38]);
-  return b;
-}
-
 #define BODY_N (300u * 1024u)
 
 static mf_decision read_and_replace(mf_trx *trx, scen *s) {
-  uint8_t *want = pattern(BODY_N, 1);
+  uint8_t *want = tf_pattern(BODY_N, 1);
   uint8_t *got = malloc(BODY_N);
   ssize_t n = mf_trx_body_read(trx, 0, got, BODY_N);
   s->body_ok = n == (ssize_t)BODY_N && memcmp(want, got, BODY_N) == 0 &&
                mf_trx_body_mem(trx) == NULL;
   free(got);
   free(want);
-  uint8_t *nb = pattern(BODY_N, 7);
+  uint8_t *nb = tf_pattern(BODY_N, 7);
   mf_trx_replace_body(trx, nb, BODY_N);
   free(nb);
   return MF_ACCEPT;
-}
-
-static int count_dir(const char *path) {
-  DIR *d = opendir(path);
-  if (d == NULL)
-    return -1;
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL)
-    n += e->d_name[0] != '.';
-  closedir(d);
-  return n;
 }
 
 static void test_body_spool_and_replace(void **state) {
@@ -649,10 +584,10 @@ static void test_body_spool_and_replace(void **state) {
   int fds0 = tu_count_fds();
   milter_client_nego n;
   milter_client *c = open_client(&t, &n);
-  envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
+  tf_envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
   milter_client_result r = {0};
   headers(c, &r);
-  uint8_t *b = pattern(BODY_N, 1);
+  uint8_t *b = tf_pattern(BODY_N, 1);
   OK(milter_client_body(c, b, BODY_N, &r));
   free(b);
   OK(milter_client_eom(c, &r));
@@ -664,12 +599,12 @@ static void test_body_spool_and_replace(void **state) {
   assert_int_equal(r.actions[0].body_len, BODY_N);
   size_t ds = n.data_size;
   assert_int_equal(r.actions[0].chunks, (BODY_N + ds - 1) / ds);
-  uint8_t *want = pattern(BODY_N, 7);
+  uint8_t *want = tf_pattern(BODY_N, 7);
   assert_memory_equal(r.actions[0].body, want, BODY_N);
   free(want);
   milter_client_result_free(&r);
   /* Nothing on disk, and the spool fd is closed after end of message. */
-  assert_int_equal(count_dir(dir), 0);
+  assert_int_equal(tf_count_dir(dir), 0);
   milter_client_quit(c);
   milter_client_free(c);
   usleep(100 * 1000);
@@ -687,10 +622,10 @@ static void test_body_limit_reject(void **state) {
   S = (scen){0};
   tf_start(&t, &o);
   milter_client *c = open_client(&t, NULL);
-  envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
+  tf_envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
   milter_client_result r = {0};
   headers(c, &r);
-  uint8_t *b = pattern(5000, 0);
+  uint8_t *b = tf_pattern(5000, 0);
   OK(milter_client_body(c, b, 5000, &r));
   free(b);
   OK(milter_client_eom(c, &r));
@@ -717,10 +652,10 @@ static void test_mta_vanishes_mid_body(void **state) {
   int fds0 = tu_count_fds();
   for (int round = 0; round < 3; round++) {
     milter_client *c = open_client(&t, NULL);
-    envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
+    tf_envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
     milter_client_result r = {0};
     headers(c, &r);
-    uint8_t *b = pattern(100000, 0);
+    uint8_t *b = tf_pattern(100000, 0);
     OK(milter_client_body(c, b, 100000, &r));
     free(b);
     milter_client_result_free(&r);
@@ -728,7 +663,7 @@ static void test_mta_vanishes_mid_body(void **state) {
   }
   /* The next connection is served normally. */
   milter_client *c = open_client(&t, NULL);
-  envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
+  tf_envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
   milter_client_result r = {0};
   OK(milter_client_eom(c, &r));
   assert_int_equal(r.reply, MILTER_REPLY_ACCEPT);
@@ -737,7 +672,7 @@ static void test_mta_vanishes_mid_body(void **state) {
   milter_client_free(c);
   usleep(200 * 1000);
   assert_int_equal(tu_count_fds(), fds0);
-  assert_int_equal(count_dir(dir), 0);
+  assert_int_equal(tf_count_dir(dir), 0);
   tf_stop(&t);
   rmdir(dir);
 }
@@ -760,7 +695,7 @@ static void test_two_messages_without_abort(void **state) {
   S = (scen){.fn = count_only};
   tf_start(&t, &o);
   milter_client *c = open_client(&t, NULL);
-  envelope(c, "<s@example.org>", 2, two_rcpts, MILTER_CLIENT_NOREPLY);
+  tf_envelope(c, "<s@example.org>", 2, two_rcpts, MILTER_CLIENT_NOREPLY);
   milter_client_result r = {0};
   headers(c, &r);
   OK(milter_client_eom(c, &r));

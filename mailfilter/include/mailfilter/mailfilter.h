@@ -89,11 +89,22 @@ typedef enum mf_decision {
   MF_PENDING = 5,    /* asynchronous: the decision comes later through
                         mf_trx_complete(), from any thread */
   MF_FAIL = -1       /* the function failed: the configured
-                        mf_opts.on_error action applies */
+                        mf_opts.on_error action applies; the log line
+                        gives mf_trx_errmsg() of the last mf_trx_* call
+                        that failed during the decision, if any */
 } mf_decision;
 
 /* What happens when the decision function fails (MF_FAIL) or a limit is
- * hit. */
+ * hit.  mf_opts.on_error also answers every other failure of a message:
+ * the body spool (temp file cannot be created, ENOSPC, EIO), allocation
+ * failure, a recipient validator failing, the changes that cannot be sent
+ * (e.g. the replacement body cannot be written or read back: then none of
+ * the changes is sent).  A failure in a stage the MTA expects no reply for
+ * (body chunks, headers ...) is kept and answered at the first event that
+ * gets a reply, end of message at the latest (milter.h, DEFERRED STATUS):
+ * every message gets exactly one final answer.  It is logged once, with
+ * the queue id and the cause.  MF_DO_CLOSE closes the milter connection at
+ * once (the MTA applies its default action). */
 typedef enum mf_action_kind {
   MF_DO_TEMPFAIL = 0, /* 451 4.3.0 (default for errors) */
   MF_DO_ACCEPT = 1,   /* let the message through unchanged */
@@ -229,8 +240,9 @@ MF_API mf_hdrs *mf_trx_headers(mf_trx *trx);
  * received (CRLF line ends).  mf_trx_body_mem() is the whole body while it
  * is in memory, NULL once spooled to a file; mf_trx_body_fd() is the file
  * (read it with pread; do not close it), -1 while in memory;
- * mf_trx_body_read() works in both cases.  mf_trx_truncated() is 1 when a
- * limit with MF_DO_TRUNCATE cut the body or the header. */
+ * mf_trx_body_read() works in both cases (MF_E_IO when the file cannot
+ * be read: mf_trx_errmsg() gives the errno text).  mf_trx_truncated() is 1
+ * when a limit with MF_DO_TRUNCATE cut the body or the header. */
 MF_API uint64_t mf_trx_body_size(const mf_trx *trx);
 MF_API const uint8_t *mf_trx_body_mem(const mf_trx *trx);
 MF_API int mf_trx_body_fd(const mf_trx *trx);
@@ -272,7 +284,10 @@ MF_API int mf_trx_add_rcpt(mf_trx *trx, const char *addr, const char *args);
 MF_API int mf_trx_del_rcpt(mf_trx *trx, const char *addr);
 /* Replace the body (CRLF line ends expected by Postfix).  From memory
  * (copied), from an fd (read from offset 0 to EOF now; the caller keeps the
- * fd) or from a file path. */
+ * fd) or from a file path.  A large body goes to a temp file in spool_dir;
+ * when that fails (MF_E_IO / MF_E_NOMEM; mf_trx_errmsg() says why) the
+ * message is answered with on_error at end of message, whatever the
+ * decision, unless a later call replaces the body successfully. */
 MF_API int mf_trx_replace_body(mf_trx *trx, const void *data, size_t len);
 MF_API int mf_trx_replace_body_fd(mf_trx *trx, int fd);
 MF_API int mf_trx_replace_body_file(mf_trx *trx, const char *path);
