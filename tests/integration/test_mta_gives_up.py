@@ -6,7 +6,7 @@ default disposition (checked: subprocess restores it, the library leaves it).
 
 For a decision at end of message and one at end of headers, and for
 milter_default_action tempfail and accept, the decision (which wants to add
-a header) is held on a gate file until Postfix has timed
+a header; once, a 1 MiB body) is held on a gate file until Postfix has timed
 out and closed the milter connection.  Then:
 
 - Postfix logs the timeout and applies milter_default_action: the SMTP
@@ -156,6 +156,11 @@ class MtaGivesUp(unittest.TestCase):
 
     def test_eom_accept(self):
         self.run_case("eom", "accept")
+
+    def test_eom_late_big_reply(self):
+        # The late reply (a 1 MiB body replacement) is bigger than a socket
+        # buffer: written in pieces to a socket the MTA has closed.
+        self.run_case("eom", "tempfail", "body-1m")
 
     def test_eoh_tempfail(self):
         self.run_case("eoh", "tempfail")
