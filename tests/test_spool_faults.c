@@ -177,13 +177,16 @@ static mf_decision decide(mf_trx *trx, void *ud) {
 
 /* ---- one message --------------------------------------------------------- */
 
+enum { BAD_NONE = 0, BAD_UNWRITABLE, BAD_MISSING, BAD_COUNT };
+
 typedef struct caseinfo {
   mf_stage stage;
   int nr_body;          /* the MTA offers NR_BODY */
   mf_action_kind on_error;
   int fault;            /* enum fault */
   int in_decide;        /* armed for the replacement body (else: body) */
-  int bad_dir;          /* spool_dir where no file can be created */
+  int bad_dir;          /* spool_dir where no file can be created:
+                           BAD_UNWRITABLE or BAD_MISSING */
 } caseinfo;
 
 static const char *const two_rcpts[] = {"<a@example.net>", "<b@example.net>"};
@@ -192,7 +195,9 @@ static void describe(const caseinfo *ci, char *buf, size_t n) {
   snprintf(buf, n, "stage %d nr_body %d on_error %d fault %s%s%s", ci->stage,
            ci->nr_body, ci->on_error, fault_names[ci->fault],
            ci->in_decide ? " (replacement body)" : "",
-           ci->bad_dir ? " bad spool_dir" : "");
+           ci->bad_dir == BAD_MISSING      ? " missing spool_dir"
+           : ci->bad_dir == BAD_UNWRITABLE ? " unwritable spool_dir"
+                                           : "");
 }
 
 /* The expected final reply of a failed message. */
@@ -375,9 +380,15 @@ static uint32_t offer(int nr_body) {
 static void run_filter(mf_stage stage, mf_action_kind on_error, int bad_dir) {
   char dir[] = "/tmp/mf-faults-XXXXXX";
   assert_non_null(mkdtemp(dir));
-  /* A directory where no file can be created, even by root. */
-  const char *spool = bad_dir ? (geteuid() == 0 ? "/proc" : dir) : dir;
-  if (bad_dir && geteuid() != 0)
+  char missing[64];
+  snprintf(missing, sizeof missing, "%s/missing", dir);
+  /* Unwritable: /proc refuses files even to root; others get a 0500
+   * directory. */
+  const char *spool = bad_dir == BAD_MISSING      ? missing
+                      : bad_dir == BAD_UNWRITABLE ? (geteuid() == 0 ? "/proc"
+                                                                    : dir)
+                                                  : dir;
+  if (bad_dir == BAD_UNWRITABLE && geteuid() != 0)
     assert_int_equal(chmod(dir, 0500), 0);
   mf_opts o;
   mf_opts_init(&o);
@@ -434,14 +445,14 @@ static void run_filter(mf_stage stage, mf_action_kind on_error, int bad_dir) {
 static void test_eom_stage(void **state) {
   (void)state;
   for (size_t i = 0; i < sizeof on_errors / sizeof on_errors[0]; i++)
-    for (int bad = 0; bad < 2; bad++)
+    for (int bad = BAD_NONE; bad < BAD_COUNT; bad++)
       run_filter(MF_STAGE_EOM, on_errors[i], bad);
 }
 
 static void test_eoh_stage(void **state) {
   (void)state;
   for (size_t i = 0; i < sizeof on_errors / sizeof on_errors[0]; i++)
-    for (int bad = 0; bad < 2; bad++)
+    for (int bad = BAD_NONE; bad < BAD_COUNT; bad++)
       run_filter(MF_STAGE_EOH, on_errors[i], bad);
 }
 

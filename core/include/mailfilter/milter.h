@@ -268,8 +268,10 @@ MF_API void milter_ctx_log(const milter_ctx *ctx, milter_log_level level,
 MF_API int milter_ctx_setreply(milter_ctx *ctx, const char *rcode,
                                const char *xcode, const char *text);
 
-/* Complete a PENDING reply.  status must not be MILTER_PENDING.  Loop thread
- * only; from another thread wrap it in milter_ctx_post().  Returns
+/* Complete a PENDING reply.  status must not be MILTER_PENDING.  Where the
+ * event's NR_* bit was negotiated a final status is kept for the next reply
+ * (see DEFERRED STATUS).  Loop thread only; from another thread wrap it in
+ * milter_ctx_post().  Returns
  * MILTER_E_STATE if no reply is pending, MILTER_E_CLOSED if the MTA has gone
  * (the reply is dropped; not an error to worry about). */
 MF_API int milter_ctx_reply(milter_ctx *ctx, milter_status status);
