@@ -40,6 +40,8 @@ struct milter_aclient {
   uv_connect_t conn_req;
   uv_shutdown_t shut_req;
   int stream_init;   /* h was initialised (needs uv_close) */
+  int writing;       /* a uv_write in flight (one at a time, sigpipe.h) */
+  int shut_pending;  /* close: shut down once out is written */
   int stream_closed; /* uv_close(h) was called */
   int open_handles;  /* initialised handles whose close callback has not run;
                         the aclient is freed when it drops to 0 */
@@ -347,9 +349,13 @@ static int gone(milter_aclient *ac) {
 /* Writing                                                                  */
 /* ------------------------------------------------------------------------ */
 
+static int flush(milter_aclient *ac);
+static void start_shutdown(milter_aclient *ac);
+
 static void on_write(uv_write_t *req, int status) {
   wreq *w = (wreq *)req;
   milter_aclient *ac = w->ac;
+  ac->writing = 0;
   if (status == 0)
     ac->bytes_out += w->buf.len;
   milter_buf_free(&w->buf);
@@ -361,12 +367,23 @@ static void on_write(uv_write_t *req, int status) {
     else
       die_msg(ac, MILTER_E_IO, "write: %s", uv_strerror(status));
   }
+  if (status < 0 || ac->err != 0 || ac->stream_closed)
+    return;
+  int rc = flush(ac); /* what came meanwhile */
+  if (rc < 0) {
+    die(ac, rc);
+  } else if (ac->shut_pending && ac->out.len == 0) {
+    ac->shut_pending = 0;
+    start_shutdown(ac);
+  }
 }
 
 /* Write ac->out: directly when the socket takes it (send, no SIGPIPE),
- * else queued (libuv writes it with SIGPIPE blocked, see sigpipe.h). */
+ * else handed to libuv (written with SIGPIPE blocked, see sigpipe.h).
+ * While that write is in flight, new output waits in ac->out for
+ * on_write. */
 static int flush(milter_aclient *ac) {
-  if (ac->out.len == 0)
+  if (ac->out.len == 0 || ac->writing)
     return 0;
   int n = mf_send_nosig(&ac->h.stream, ac->out.data, ac->out.len);
   if (n < 0) {
@@ -395,6 +412,7 @@ static int flush(milter_aclient *ac) {
     free(w);
     return mcp_fail(&ac->p, MILTER_E_IO, "write: %s", uv_strerror(rc));
   }
+  ac->writing = 1;
   return 0;
 }
 
@@ -756,6 +774,13 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   close_stream(req->data);
 }
 
+/* After the queued bytes (QUIT included), shut down, then close. */
+static void start_shutdown(milter_aclient *ac) {
+  ac->shut_req.data = ac;
+  if (uv_shutdown(&ac->shut_req, &ac->h.stream, on_shutdown) != 0)
+    close_stream(ac);
+}
+
 void milter_aclient_close(milter_aclient *ac,
                           milter_aclient_closed_cb closed_cb, void *arg) {
   if (ac == NULL || ac->closing)
@@ -772,12 +797,12 @@ void milter_aclient_close(milter_aclient *ac,
   }
   if (quit && milter_enc_simple(&ac->out, MILTER_CMD_QUIT) == 0 &&
       flush(ac) == 0) {
-    /* Let the queued bytes (QUIT included) drain, then close. */
-    ac->shut_req.data = ac;
-    if (uv_shutdown(&ac->shut_req, &ac->h.stream, on_shutdown) == 0) {
-      uv_close((uv_handle_t *)&ac->timer, on_handle_closed);
-      return; /* the stream is closed by on_shutdown */
-    }
+    uv_close((uv_handle_t *)&ac->timer, on_handle_closed);
+    if (ac->out.len > 0)
+      ac->shut_pending = 1; /* behind the write in flight: on_write */
+    else
+      start_shutdown(ac);
+    return; /* the stream is closed by on_shutdown */
   }
   close_stream(ac);
   close_sigpipe(ac); /* never connected */

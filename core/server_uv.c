@@ -43,7 +43,7 @@ typedef struct conn {
   unsigned reading : 1;
   unsigned on_wake : 1;
   unsigned kept : 1; /* socket gone, reply still pending */
-  unsigned writes : 12;
+  unsigned writes : 1; /* a uv_write in flight (one at a time) */
   milter_ctx ctx;
 } conn;
 
@@ -134,20 +134,28 @@ static void log_write_error(conn *c, int err) {
                    uv_strerror(err));
 }
 
+static int conn_flush(conn *c);
+
 static void on_written(uv_write_t *req, int status) {
   wreq *w = (wreq *)req;
   conn *c = req->data;
-  c->writes--;
+  c->writes = 0;
   milter_buf_free(&w->buf);
   free(w);
-  if (status < 0 && status != UV_ECANCELED && c->sock_open) {
+  if (!c->sock_open || status == UV_ECANCELED)
+    return;
+  if (status < 0) {
     log_write_error(c, status);
+    conn_close(c);
+  } else if (conn_flush(c) < 0) { /* what came meanwhile */
     conn_close(c);
   }
 }
 
-/* Write ctx->out: try at once (send, no SIGPIPE), queue the rest (libuv
- * writes it with SIGPIPE blocked, see sigpipe.h).  Returns 0 or an error. */
+/* Write ctx->out: try at once (send, no SIGPIPE), hand the rest to libuv
+ * (written with SIGPIPE blocked, see sigpipe.h).  While that write is in
+ * flight, new output waits in ctx->out for on_written.  Returns 0 or an
+ * error. */
 static int conn_flush(conn *c) {
   milter_buf *out = &c->ctx.out;
   if (out->len == 0)
@@ -156,7 +164,9 @@ static int conn_flush(conn *c) {
     milter_buf_free(out);
     return 0;
   }
-  int n = c->writes ? 0 : mf_send_nosig(&c->h.stream, out->data, out->len);
+  if (c->writes)
+    return 0;
+  int n = mf_send_nosig(&c->h.stream, out->data, out->len);
   if (n == (int)out->len) {
     out->len = 0;
     if (out->cap > 4096)
@@ -182,7 +192,7 @@ static int conn_flush(conn *c) {
     free(w);
     return MILTER_E_IO;
   }
-  c->writes++;
+  c->writes = 1;
   return 0;
 }
 

@@ -5,7 +5,14 @@
  * a queued write in the poll phase) run with SIGPIPE blocked in the calling
  * thread, and a SIGPIPE they made pending is consumed before the mask is
  * restored.  Guards nest per thread: only the outermost one makes system
- * calls. */
+ * calls.
+ *
+ * Where libuv writes: in uv_write() (its first attempt, when nothing is
+ * queued), in the poll phase (POLLOUT), and in the pending phase of the
+ * next iteration for the request queued behind one that completed.  The
+ * first two are covered (mf_uv_write, the prepare/check pair); the third
+ * is avoided: a stream has at most one uv_write in flight, the next bytes
+ * wait in our buffer until its callback. */
 #ifndef MF_SIGPIPE_H
 #define MF_SIGPIPE_H
 
