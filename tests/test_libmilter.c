@@ -314,7 +314,6 @@ static void test_replies(void **state) {
 }
 
 int main(void) {
-  signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_every_action),
       cmocka_unit_test(test_no_reply_steps_and_symlist),

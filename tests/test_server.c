@@ -772,7 +772,6 @@ static void nop_signal(uv_signal_t *s, int n) {
 }
 
 int main(void) {
-  signal(SIGPIPE, SIG_IGN);
   /* libuv keeps a process-wide signal lock pipe once signals were used. */
   uv_loop_t warm;
   uv_signal_t sig;
