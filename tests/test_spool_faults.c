@@ -177,7 +177,9 @@ static mf_decision decide(mf_trx *trx, void *ud) {
 
 /* ---- one message --------------------------------------------------------- */
 
-enum { BAD_NONE = 0, BAD_UNWRITABLE, BAD_MISSING, BAD_COUNT };
+/* BAD_TMPDIR: no spool_dir, TMPDIR names a missing directory (issue 12:
+ * rcptcount's transactions hung until the MTA's timeout). */
+enum { BAD_NONE = 0, BAD_UNWRITABLE, BAD_MISSING, BAD_TMPDIR, BAD_COUNT };
 
 typedef struct caseinfo {
   mf_stage stage;
@@ -196,6 +198,7 @@ static void describe(const caseinfo *ci, char *buf, size_t n) {
            ci->nr_body, ci->on_error, fault_names[ci->fault],
            ci->in_decide ? " (replacement body)" : "",
            ci->bad_dir == BAD_MISSING      ? " missing spool_dir"
+           : ci->bad_dir == BAD_TMPDIR     ? " missing TMPDIR"
            : ci->bad_dir == BAD_UNWRITABLE ? " unwritable spool_dir"
                                            : "");
 }
@@ -390,6 +393,11 @@ static void run_filter(mf_stage stage, mf_action_kind on_error, int bad_dir) {
                                                   : dir;
   if (bad_dir == BAD_UNWRITABLE && geteuid() != 0)
     assert_int_equal(chmod(dir, 0500), 0);
+  char *tmpdir = getenv("TMPDIR") ? strdup(getenv("TMPDIR")) : NULL;
+  if (bad_dir == BAD_TMPDIR) {
+    spool = NULL;
+    assert_int_equal(setenv("TMPDIR", missing, 1), 0);
+  }
   mf_opts o;
   mf_opts_init(&o);
   o.stage = stage;
@@ -437,6 +445,11 @@ static void run_filter(mf_stage stage, mf_action_kind on_error, int bad_dir) {
     }
   }
   tf_halt(&t);
+  if (tmpdir != NULL)
+    setenv("TMPDIR", tmpdir, 1);
+  else
+    unsetenv("TMPDIR");
+  free(tmpdir);
   chmod(dir, 0700);
   assert_int_equal(tf_count_dir(dir), 0);
   rmdir(dir);
