@@ -167,6 +167,66 @@ class FakeMilter(threading.Thread):
         return [c for c, _ in self.received()]
 
 
+class LeavingMilter(threading.Thread):
+    """A milter that stops reading (shutdown SHUT_RD: the client's next
+    write fails with EPIPE, its read sees no EOF) at command `at`, answering
+    CONTINUE to the commands before it ("O": at once, before its OPTNEG
+    reply, so that milter-check's first command meets it).  It keeps the
+    socket open until stop()."""
+
+    def __init__(self, path, at, protocol=0):
+        super().__init__(daemon=True)
+        self.at = at
+        self.optneg = struct.pack(">III", 6, 0x1FF, protocol)
+        self.noreply = protocol
+        self.left = threading.Event()
+        self.done = threading.Event()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(4)
+        self.sock.settimeout(30)
+
+    def leave(self, conn):
+        conn.shutdown(socket.SHUT_RD)
+        conn.setblocking(False)
+        try:
+            while conn.recv(65536):
+                pass
+        except BlockingIOError:
+            pass
+        self.left.set()
+
+    def run(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(30)
+            while not self.left.is_set():
+                hdr = recv_exact(conn, 4)
+                if hdr is None:
+                    return
+                body = recv_exact(conn, struct.unpack(">I", hdr)[0])
+                if body is None:
+                    return
+                cmd = body[:1]
+                if cmd == b"O":
+                    if self.at == b"O":
+                        self.leave(conn)
+                    conn.sendall(packet(b"O", self.optneg))
+                elif cmd == self.at:
+                    self.leave(conn)
+                elif cmd not in (b"D", b"B"):
+                    conn.sendall(packet(b"c"))
+            self.done.wait(60)
+
+    def stop(self):
+        self.done.set()
+        self.sock.close()
+        self.join(5)
+
+
 # ---- Tests -------------------------------------------------------------------
 
 class MilterCheckTest(unittest.TestCase):
@@ -606,6 +666,41 @@ class MilterCheckTest(unittest.TestCase):
         self.assertEqual(evs["rcpt"], "noreply")
         self.assertNotIn(b"L", m.cmds())
         self.assertNotIn(b"B", m.cmds())
+
+    # -- a milter that has gone: an error, never SIGPIPE ----------------------
+
+    def leaving(self, at, protocol=0):
+        path = os.path.join(self.dir, "leaving.sock")
+        if os.path.exists(path):
+            os.unlink(path)
+        m = LeavingMilter(path, at, protocol)
+        m.start()
+        self.addCleanup(m.stop)
+        return m, "unix:" + path
+
+    def test_write_to_gone_milter(self):
+        # subprocess restores SIGPIPE's default disposition in the child
+        # (restore_signals): a SIGPIPE would kill milter-check (-13).
+        m, spec = self.leaving(b"O")
+        rc, out, err = run(["--timeout", "10", spec, self.msgfile])
+        self.assertEqual(rc, 70, (out, err))
+        self.assertIn("closed the connection", err)
+        self.assertIn("write", err)
+        self.assertTrue(m.left.is_set())
+
+    def test_body_to_gone_milter(self):
+        # 8 MiB of body without replies (NR_BODY): most of it is left to
+        # libuv, whose write in the loop meets the milter that stopped
+        # reading at the first chunk.
+        big = os.path.join(self.dir, "big.eml")
+        with open(big, "wb") as f:
+            f.write(b"Subject: big\n\n" + (b"x" * 1000 + b"\n") * 8192)
+        m, spec = self.leaving(b"B", protocol=0x80000)
+        rc, out, err = run(["--timeout", "10", spec, big])
+        self.assertEqual(rc, 70, (out, err))
+        self.assertIn("closed the connection", err)
+        self.assertIn("write", err)
+        self.assertTrue(m.left.is_set())
 
 
 if __name__ == "__main__":
