@@ -97,6 +97,27 @@ def recv_exact(conn, n):
     return buf
 
 
+def recv_packet(conn):
+    """(command, data) of the next packet, or None at EOF."""
+    hdr = recv_exact(conn, 4)
+    if hdr is None:
+        return None
+    body = recv_exact(conn, struct.unpack(">I", hdr)[0])
+    if body is None:
+        return None
+    return body[:1], body[1:]
+
+
+def accept_one(sock):
+    """The one connection of a fake milter (30 s timeout), or None."""
+    try:
+        conn, _ = sock.accept()
+    except OSError:
+        return None
+    conn.settimeout(30)
+    return conn
+
+
 def packet(code, data=b""):
     return struct.pack(">I", len(data) + 1) + code + data
 
@@ -123,21 +144,15 @@ class FakeMilter(threading.Thread):
         self.sock.settimeout(30)
 
     def run(self):
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
+        conn = accept_one(self.sock)
+        if conn is None:
             return
         with conn:
-            conn.settimeout(30)
             while True:
-                hdr = recv_exact(conn, 4)
-                if hdr is None:
+                p = recv_packet(conn)
+                if p is None:
                     return
-                (n,) = struct.unpack(">I", hdr)
-                body = recv_exact(conn, n)
-                if body is None:
-                    return
-                cmd, data = body[:1], body[1:]
+                cmd, data = p
                 self.got.append((cmd, data))
                 if cmd == b"O":
                     conn.sendall(packet(b"O", self.optneg))
@@ -197,20 +212,15 @@ class LeavingMilter(threading.Thread):
         self.left.set()
 
     def run(self):
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
+        conn = accept_one(self.sock)
+        if conn is None:
             return
         with conn:
-            conn.settimeout(30)
             while not self.left.is_set():
-                hdr = recv_exact(conn, 4)
-                if hdr is None:
+                p = recv_packet(conn)
+                if p is None:
                     return
-                body = recv_exact(conn, struct.unpack(">I", hdr)[0])
-                if body is None:
-                    return
-                cmd = body[:1]
+                cmd = p[0]
                 if cmd == b"O":
                     if self.at == b"O":
                         self.leave(conn)
