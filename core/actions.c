@@ -10,7 +10,9 @@
 static int check(const milter_ctx *ctx, uint32_t need) {
   if (ctx == NULL)
     return MILTER_E_INVAL;
-  if (!ctx->in_eom || ctx->gone)
+  if (ctx->gone)
+    return MILTER_E_CLOSED;
+  if (!ctx->in_eom)
     return MILTER_E_STATE;
   if ((ctx->actions & need) != need)
     return MILTER_E_NOTSUP;

@@ -40,6 +40,10 @@ const char *milter_ctx_peer(const milter_ctx *ctx) {
   return ctx->peer;
 }
 
+int milter_ctx_closed(const milter_ctx *ctx) {
+  return ctx != NULL && ctx->gone;
+}
+
 int milter_ctx_setreply(milter_ctx *ctx, const char *rcode, const char *xcode,
                         const char *text) {
   if (ctx == NULL || rcode == NULL || (rcode[0] != '4' && rcode[0] != '5'))

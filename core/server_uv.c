@@ -73,6 +73,9 @@ struct milter_server {
   char rbuf[65536];
 };
 
+/* Input kept while a reply is pending before reading stops. */
+#define PAUSED_BACKLOG_MAX (MILTER_DATA_1M + 5)
+
 #define SLOG(srv, lvl, ...) milter_logf(&(srv)->env, lvl, __VA_ARGS__)
 
 void milter_server_opts_init(milter_server_opts *o) {
@@ -249,7 +252,10 @@ static void conn_after(conn *c, int r) {
     conn_close(c);
     return;
   }
-  if (r == MILTER_SESSION_PAUSED) {
+  /* While a reply is pending the MTA normally sends nothing: reading on
+   * sees at once that it gave up (its timeout) and closed.  Bytes it does
+   * send wait in the session's backlog, up to a bound. */
+  if (r == MILTER_SESSION_PAUSED && c->ctx.backlog.len >= PAUSED_BACKLOG_MAX) {
     if (c->reading)
       uv_read_stop(&c->h.stream);
     c->reading = 0;
@@ -266,6 +272,30 @@ static void conn_after(conn *c, int r) {
   arm_timer(c);
 }
 
+/* The MTA closed the connection (EOF): say what that cost. */
+static void log_mta_closed(conn *c) {
+  milter_ctx *ctx = &c->ctx;
+  const char *q = milter_ctx_macro(ctx, "i");
+  if (q == NULL || q[0] == '\0')
+    q = "-";
+  if (ctx->pending)
+    milter_ctx_log(ctx, MILTER_LOG_WARNING,
+                   "MTA closed the connection while the reply to %s was "
+                   "pending (queue id %s): it gave up waiting; that reply "
+                   "will be dropped",
+                   milter_cmd_name(ctx->pending), q);
+  else if (milter_decoder_busy(&ctx->dec))
+    milter_ctx_log(ctx, MILTER_LOG_WARNING,
+                   "closing: MTA closed the connection mid-packet (queue id "
+                   "%s)",
+                   q);
+  else if (ctx->in_msg)
+    milter_ctx_log(ctx, MILTER_LOG_INFO,
+                   "MTA closed the connection mid-message (queue id %s)", q);
+  else
+    milter_ctx_log(ctx, MILTER_LOG_DEBUG, "MTA closed the connection");
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   conn *c = s->data;
   if (n > 0) {
@@ -275,14 +305,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     if (n != UV_EOF)
       milter_ctx_log(&c->ctx, MILTER_LOG_WARNING, "closing: read error: %s",
                      uv_strerror((int)n));
-    else if (milter_decoder_busy(&c->ctx.dec))
-      milter_ctx_log(&c->ctx, MILTER_LOG_WARNING,
-                     "closing: MTA closed the connection mid-packet");
-    else if (c->ctx.in_msg)
-      milter_ctx_log(&c->ctx, MILTER_LOG_INFO,
-                     "MTA closed the connection mid-message");
     else
-      milter_ctx_log(&c->ctx, MILTER_LOG_DEBUG, "MTA closed the connection");
+      log_mta_closed(c);
     conn_close(c);
   }
 }

@@ -379,10 +379,27 @@ static milter_status rcpt_verdict(fconn *fc, mf_decision d) {
 /* Running the decision                                                     */
 /* ------------------------------------------------------------------------ */
 
+static const char *decision_name(mf_decision d) {
+  static const char *const names[] = {"accept",  "reject",     "tempfail",
+                                      "discard", "quarantine", "pending"};
+  if (d == MF_FAIL)
+    return "fail";
+  return (unsigned)d < sizeof names / sizeof names[0] ? names[d] : "invalid";
+}
+
 static void on_done(milter_ctx *ctx, void *arg) {
   fconn *fc = arg;
   busy_remove(fc);
   mf_decision d = (mf_decision)atomic_load(&fc->result);
+  if (milter_ctx_closed(ctx)) {
+    /* The MTA gave up waiting (its timeout; the server logged it): no
+     * verdict to compute or send.  The reply releases the transaction. */
+    milter_ctx_log(ctx, MILTER_LOG_INFO,
+                   "queue id %s: decision %s dropped: the MTA has left",
+                   qid(fc), decision_name(d));
+    milter_ctx_reply(ctx, MILTER_TEMPFAIL);
+    return;
+  }
   milter_status st =
       fc->kind == JOB_RCPT ? rcpt_verdict(fc, d) : verdict(fc, d);
   milter_ctx_reply(ctx, st);

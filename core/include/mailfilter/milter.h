@@ -252,6 +252,10 @@ MF_API uint32_t milter_ctx_protocol(const milter_ctx *ctx);
 MF_API uint32_t milter_ctx_data_size(const milter_ctx *ctx);
 /* The peer, "127.0.0.1:43512" or "unix:/path", for log lines. */
 MF_API const char *milter_ctx_peer(const milter_ctx *ctx);
+/* 1 once the MTA's connection is gone (it closed, or gave up waiting for a
+ * PENDING reply): a reply or action given now is dropped.  0 otherwise.
+ * Loop thread. */
+MF_API int milter_ctx_closed(const milter_ctx *ctx);
 
 /* Log through the server's logger, prefixed with the peer. */
 MF_API void milter_ctx_log(const milter_ctx *ctx, milter_log_level level,
@@ -295,7 +299,8 @@ MF_API int milter_ctx_progress(milter_ctx *ctx);
  * negotiated, MILTER_E_INVAL on a NULL/invalid argument.  They are queued
  * and sent just before the final reply, in call order, except that all
  * replace-body chunks are sent together in one uninterrupted run after the
- * other actions (as Postfix requires). */
+ * other actions (as Postfix requires).  MILTER_E_CLOSED: the MTA has gone
+ * (nothing to send them to). */
 MF_API int milter_ctx_addheader(milter_ctx *ctx, const char *name,
                                 const char *value);
 /* index: 0 = before the first header the MTA has. */
