@@ -12,7 +12,6 @@
 typedef struct guard {
   unsigned depth;
   int was_blocked; /* SIGPIPE was blocked before the outermost enter */
-  sigset_t old;    /* mask before the outermost enter */
 } guard;
 
 static _Thread_local guard g;
@@ -25,10 +24,10 @@ static void pipe_set(sigset_t *s) {
 void mf_sigpipe_enter(void) {
   if (g.depth++ > 0)
     return;
-  sigset_t only;
+  sigset_t only, old;
   pipe_set(&only);
-  pthread_sigmask(SIG_BLOCK, &only, &g.old);
-  g.was_blocked = sigismember(&g.old, SIGPIPE) == 1;
+  pthread_sigmask(SIG_BLOCK, &only, &old);
+  g.was_blocked = sigismember(&old, SIGPIPE) == 1;
 }
 
 void mf_sigpipe_leave(void) {
@@ -38,13 +37,14 @@ void mf_sigpipe_leave(void) {
     return; /* the application's mask: a pending SIGPIPE is its own */
   /* SIGPIPE was not blocked before, so it was not pending either (it would
    * have been delivered): one pending now came from a write in between.
-   * Take it, then unblock. */
+   * Take it, then unblock SIGPIPE alone (a change a callback made to the
+   * rest of the mask in between stays). */
   sigset_t only;
   pipe_set(&only);
   struct timespec zero = {0, 0};
   while (sigtimedwait(&only, NULL, &zero) < 0 && errno == EINTR)
     ;
-  pthread_sigmask(SIG_SETMASK, &g.old, NULL);
+  pthread_sigmask(SIG_UNBLOCK, &only, NULL);
 }
 
 /* ---- the poll-phase pair ------------------------------------------------ */

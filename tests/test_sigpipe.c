@@ -699,8 +699,9 @@ static void test_client_write_to_gone_milter(void **state) {
   assert_sigpipe_unblocked_not_pending();
 }
 
-static void test_client_deferred_write(void **state) {
-  (void)state;
+/* The blocking client's body goes mostly to libuv, whose write in the
+ * client's loop meets the milter that stopped reading. */
+static void client_deferred(void) {
   fake f;
   fake_start(&f, LEAVE_STOP_READING, ONLY_NR_BODY);
   milter_client *c = bc_open(&f);
@@ -713,7 +714,30 @@ static void test_client_deferred_write(void **state) {
   milter_client_result_free(&r);
   milter_client_free(c);
   fake_stop(&f);
+}
+
+static void test_client_deferred_write(void **state) {
+  (void)state;
+  client_deferred();
   assert_sigpipe_unblocked_not_pending();
+}
+
+/* The application blocked SIGPIPE itself: the library leaves the mask and
+ * the SIGPIPE its write raised (pending) to it. */
+static void test_app_blocked_sigpipe_left_alone(void **state) {
+  (void)state;
+  sigset_t only, cur;
+  sigemptyset(&only);
+  sigaddset(&only, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &only, NULL);
+  client_deferred();
+  pthread_sigmask(SIG_BLOCK, NULL, &cur);
+  assert_true(sigismember(&cur, SIGPIPE));
+  sigpending(&cur);
+  assert_true(sigismember(&cur, SIGPIPE));
+  struct timespec zero = {0, 0};
+  assert_int_equal(sigtimedwait(&only, NULL, &zero), SIGPIPE);
+  pthread_sigmask(SIG_UNBLOCK, &only, NULL);
 }
 
 /* ---- the mailfilter layer: decide() on a worker ------------------------- */
@@ -809,7 +833,7 @@ static void test_handler_not_called(void **state) {
   case_eom_big(0);
   case_pending(1);
   test_aclient_deferred_write(NULL);
-  test_client_deferred_write(NULL);
+  client_deferred();
   assert_int_equal(atomic_load(&n_sigpipe), 0);
   /* The handler does see a SIGPIPE when one is raised: the count above
    * could have been more than 0. */
@@ -855,6 +879,7 @@ int main(void) {
       cmocka_unit_test(test_aclient_deferred_write),
       cmocka_unit_test(test_client_write_to_gone_milter),
       cmocka_unit_test(test_client_deferred_write),
+      cmocka_unit_test(test_app_blocked_sigpipe_left_alone),
       cmocka_unit_test(test_decide_on_worker_after_mta_left),
       cmocka_unit_test(test_handler_not_called),
       cmocka_unit_test(test_fds_unchanged),
