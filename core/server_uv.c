@@ -302,7 +302,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     conn_after(
         c, milter_session_feed(&c->ctx, (const uint8_t *)buf->base, (size_t)n));
   } else if (n < 0) {
-    if (n != UV_EOF)
+    /* A reset is the MTA leaving too (it closed with unread data). */
+    if (n != UV_EOF && n != UV_ECONNRESET)
       milter_ctx_log(&c->ctx, MILTER_LOG_WARNING, "closing: read error: %s",
                      uv_strerror((int)n));
     else

@@ -385,16 +385,18 @@ MF_API int milter_server_new(milter_server **out, uv_loop_t *loop,
  *   inet:HOST:PORT  inet6:PORT@HOST  inet6:PORT
  * A stale unix socket (nobody accepting on it) is removed first; a live one
  * or a non-socket file at the path is an error.  May be called several
- * times.  Returns 0 or MILTER_E_ADDR / MILTER_E_IO / MILTER_E_NOMEM (logged
- * with the reason).
+ * times, before or while the server runs (loop thread).  Returns 0 or
+ * MILTER_E_ADDR / MILTER_E_IO / MILTER_E_NOMEM (logged with the reason), or
+ * MILTER_E_STATE once the server is stopping.
  *
  * Out of descriptors or memory (accept fails with EMFILE, ENFILE, ENOMEM or
  * ENOBUFS, or a new connection cannot be allocated: that one is closed):
  * accepting pauses on every listener for 20 ms, doubling while the
  * failures go on up to 1 s, back to 20 ms once an accept succeeds.
  * Meanwhile the connections wait in the listen backlog and are served when
- * resources come back; nothing spins.  Logged at most once a second with the count ("accept: Too many
- * open files: accepting paused 1000 ms (1 time in the last second)"), and
+ * resources come back; nothing spins.  Logged at most once a second with
+ * the count ("accept: Too many open files: accepting paused 1000 ms (1 time
+ * in the last second)"), and
  * once when a whole second went by without a failure ("accept: accepting
  * again (K failures over N ms)").  Counts not yet logged when the server
  * stops are logged then. */
