@@ -2,9 +2,9 @@
  * payload parsers and encoders (see milter_codec.h). */
 #include <mailfilter/milter_codec.h>
 
+#include "mf_alloc.h"
 #include <stdlib.h>
 #include <string.h>
-#include "mf_alloc.h"
 
 /* ======================================================================== */
 /* Buffer                                                                   */

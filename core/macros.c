@@ -5,9 +5,9 @@
  * QUIT_NC, the message's until ABORT or the end of the message. */
 #include "session.h"
 
+#include "mf_alloc.h"
 #include <stdlib.h>
 #include <string.h>
-#include "mf_alloc.h"
 
 void milter_macros_store(milter_ctx *ctx, int stage, const char *p,
                          size_t len) {

@@ -17,10 +17,10 @@
 #include <unistd.h>
 
 #include "listen.h"
+#include "mf_alloc.h"
 #include "post.h"
 #include "session.h"
 #include "sigpipe.h"
-#include "mf_alloc.h"
 
 typedef union stream_u {
   uv_tcp_t tcp;
@@ -42,7 +42,7 @@ typedef struct conn {
   unsigned sock_open : 1;
   unsigned reading : 1;
   unsigned on_wake : 1;
-  unsigned kept : 1; /* socket gone, reply still pending */
+  unsigned kept : 1;   /* socket gone, reply still pending */
   unsigned writes : 1; /* a uv_write in flight (one at a time) */
   milter_ctx ctx;
 } conn;

@@ -7,8 +7,8 @@
 #include <signal.h>
 #include <stdlib.h>
 
-#include <mailfilter/mailfilter.h>
 #include "mf_alloc.h"
+#include <mailfilter/mailfilter.h>
 
 struct mf_pool {
   pthread_mutex_t mu;

@@ -93,7 +93,7 @@ static void wait_log(const char *s, int n) {
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static int entered; /* a callback (or decide) reached the point of no return */
+static int entered;  /* a callback (or decide) reached the point of no return */
 static int mta_gone; /* the test closed the MTA's socket */
 
 static void set_flag(int *f) {
@@ -155,10 +155,17 @@ static void park_add(uv_loop_t *loop, uv_prepare_t *h) {
   uv_unref((uv_handle_t *)h);
 }
 
-/* ---- the filter ------------------------------------------------------------ */
+/* ---- the filter ------------------------------------------------------------
+ */
 
-enum { AT_NONE, AT_CONNECT, AT_HELO, AT_HELO_PENDING, AT_EOM_BIG,
-       AT_EOM_PROGRESS };
+enum {
+  AT_NONE,
+  AT_CONNECT,
+  AT_HELO,
+  AT_HELO_PENDING,
+  AT_EOM_BIG,
+  AT_EOM_PROGRESS
+};
 static int mode;
 static uint8_t *big; /* BIG bytes */
 
@@ -294,7 +301,8 @@ static void srv_stop(tsrv *t) {
   rmdir(t->dir);
 }
 
-/* ---- the MTA side, raw ----------------------------------------------------- */
+/* ---- the MTA side, raw -----------------------------------------------------
+ */
 
 static int unix_connect(const char *path) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -357,10 +365,8 @@ static int mta_open(const tsrv *t, milter_buf *b) {
 static void enc_until_body(milter_buf *b) {
   assert_int_equal(milter_enc_connect(b, "client", '4', 25, "192.0.2.1"), 0);
   assert_int_equal(milter_enc_helo(b, "helo"), 0);
-  assert_int_equal(milter_enc_envaddr(b, MILTER_CMD_MAIL, "<a@x>", 0, NULL),
-                   0);
-  assert_int_equal(milter_enc_envaddr(b, MILTER_CMD_RCPT, "<b@x>", 0, NULL),
-                   0);
+  assert_int_equal(milter_enc_envaddr(b, MILTER_CMD_MAIL, "<a@x>", 0, NULL), 0);
+  assert_int_equal(milter_enc_envaddr(b, MILTER_CMD_RCPT, "<b@x>", 0, NULL), 0);
   assert_int_equal(milter_enc_body(b, "hello\r\n", 7), 0);
 }
 
@@ -393,7 +399,8 @@ static void shut_read_and_drain(int fd) {
     ;
 }
 
-/* ---- server cases ------------------------------------------------------------ */
+/* ---- server cases
+ * ------------------------------------------------------------ */
 
 /* The MTA hangs up while the server owes the reply to a command (at: the
  * stage, and how the filter answers it); the server learns it from its
@@ -406,11 +413,9 @@ static void close_before_reply(int user_loop, int at) {
   int fd = mta_open(&t, &b);
   mode = at; /* only the callback of that stage looks */
   if (at == AT_CONNECT) {
-    assert_int_equal(milter_enc_connect(&b, "client", '4', 25, "192.0.2.1"),
-                     0);
+    assert_int_equal(milter_enc_connect(&b, "client", '4', 25, "192.0.2.1"), 0);
   } else if (at == AT_HELO || at == AT_HELO_PENDING) {
-    assert_int_equal(milter_enc_connect(&b, "client", '4', 25, "192.0.2.1"),
-                     0);
+    assert_int_equal(milter_enc_connect(&b, "client", '4', 25, "192.0.2.1"), 0);
     send_buf(fd, &b);
     assert_int_equal(read_packet(fd), MILTER_REPLY_CONTINUE);
     assert_int_equal(milter_enc_helo(&b, "helo"), 0);
@@ -442,7 +447,9 @@ static void case_connect(int user_loop) {
 }
 
 /* A stage with a callback (HELO): its reply is due. */
-static void case_helo(int user_loop) { close_before_reply(user_loop, AT_HELO); }
+static void case_helo(int user_loop) {
+  close_before_reply(user_loop, AT_HELO);
+}
 
 /* End of message with a replacement body of 8 MiB: the server writes what
  * the socket takes, libuv queues the rest; the MTA stops reading after the
@@ -485,18 +492,49 @@ static void case_progress(int user_loop) {
   close_before_reply(user_loop, AT_EOM_PROGRESS);
 }
 
-static void test_server_connect(void **s) { (void)s; case_connect(0); }
-static void test_server_helo(void **s) { (void)s; case_helo(0); }
-static void test_server_eom_big(void **s) { (void)s; case_eom_big(0); }
-static void test_server_pending(void **s) { (void)s; case_pending(0); }
-static void test_server_progress(void **s) { (void)s; case_progress(0); }
-static void test_user_loop_connect(void **s) { (void)s; case_connect(1); }
-static void test_user_loop_helo(void **s) { (void)s; case_helo(1); }
-static void test_user_loop_eom_big(void **s) { (void)s; case_eom_big(1); }
-static void test_user_loop_pending(void **s) { (void)s; case_pending(1); }
-static void test_user_loop_progress(void **s) { (void)s; case_progress(1); }
+static void test_server_connect(void **s) {
+  (void)s;
+  case_connect(0);
+}
+static void test_server_helo(void **s) {
+  (void)s;
+  case_helo(0);
+}
+static void test_server_eom_big(void **s) {
+  (void)s;
+  case_eom_big(0);
+}
+static void test_server_pending(void **s) {
+  (void)s;
+  case_pending(0);
+}
+static void test_server_progress(void **s) {
+  (void)s;
+  case_progress(0);
+}
+static void test_user_loop_connect(void **s) {
+  (void)s;
+  case_connect(1);
+}
+static void test_user_loop_helo(void **s) {
+  (void)s;
+  case_helo(1);
+}
+static void test_user_loop_eom_big(void **s) {
+  (void)s;
+  case_eom_big(1);
+}
+static void test_user_loop_pending(void **s) {
+  (void)s;
+  case_pending(1);
+}
+static void test_user_loop_progress(void **s) {
+  (void)s;
+  case_progress(1);
+}
 
-/* ---- a milter that leaves (for the MTA-side clients) ----------------------- */
+/* ---- a milter that leaves (for the MTA-side clients) -----------------------
+ */
 
 /* LEAVE_STOP_READING: once the client wrote; _PARKED: once it parked. */
 enum { LEAVE_AFTER_OPTNEG, LEAVE_STOP_READING, LEAVE_STOP_READING_PARKED };
@@ -601,7 +639,9 @@ static void run_until(uv_loop_t *loop, awaited *a) {
     uv_run(loop, UV_RUN_DEFAULT);
 }
 
-static void on_ac_closed(void *arg) { *(int *)arg = 1; }
+static void on_ac_closed(void *arg) {
+  *(int *)arg = 1;
+}
 
 static milter_aclient *ac_open(uv_loop_t *loop, const fake *f) {
   milter_client_opts o;

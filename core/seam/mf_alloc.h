@@ -19,7 +19,8 @@
 
 /* Defined only by a fault-injection test: returns nonzero when the
  * allocation about to be made must fail. */
-extern int mf_fault_alloc_fail(void) __attribute__((weak, visibility("default")));
+extern int mf_fault_alloc_fail(void)
+    __attribute__((weak, visibility("default")));
 
 static inline int mf_alloc_injected_failure(void) {
   return mf_fault_alloc_fail != NULL && mf_fault_alloc_fail();
