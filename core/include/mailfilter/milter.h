@@ -95,9 +95,15 @@ typedef enum milter_log_level {
 typedef void (*milter_log_fn)(void *userdata, milter_log_level level,
                               const char *msg);
 
-/* The default logger: "mailfilter[pid]: LEVEL: msg" on stderr. */
+/* The default logger: "mailfilter[pid]: LEVEL: msg" on stderr, or "<N>msg"
+ * (sd-daemon(3) priority prefix) when stderr is the systemd journal.  The
+ * syslog logger and the details are in <mailfilter/milter_log.h>. */
 MF_API void milter_log_stderr(void *userdata, milter_log_level level,
                               const char *msg);
+
+/* The library's version, "MAJOR.MINOR.PATCH", as built (MF_VERSION_STRING
+ * of <mailfilter/version.h> is the version compiled against). */
+MF_API const char *milter_version(void);
 
 /* ======================================================================== */
 /* Replies                                                                  */
@@ -364,7 +370,10 @@ typedef struct milter_server_opts {
   /* Install SIGTERM/SIGINT handlers on the loop that stop the server.
    * Default 1. */
   int handle_signals;
-  milter_log_fn log;            /* default milter_log_stderr */
+  /* Logger and its userdata.  Default milter_log_stderr (stderr; "<N>"
+   * priority prefixes under the systemd journal); milter_log_use_syslog()
+   * of <mailfilter/milter_log.h> selects syslog(3). */
+  milter_log_fn log;
   void *log_data;
   milter_log_level log_level;   /* default MILTER_LOG_INFO */
 } milter_server_opts;
@@ -399,7 +408,20 @@ MF_API int milter_server_new(milter_server **out, uv_loop_t *loop,
  * in the last second)"), and
  * once when a whole second went by without a failure ("accept: accepting
  * again (K failures over N ms)").  Counts not yet logged when the server
- * stops are logged then. */
+ * stops are logged then.
+ *
+ * MULTIPLE PROCESSES.  With MAILFILTER_REUSEPORT=1 in the environment
+ * (read at each listen; any other value or none: off, the default), inet
+ * and inet6 listeners are opened with SO_REUSEPORT: several filter
+ * processes of the same user, each with it set, listen on one port and
+ * the kernel spreads the MTA's connections over them (by a hash of the
+ * connection's addresses, not by load).  Without it a second listen on a
+ * port in use fails (MILTER_E_IO, "bind: Address already in use"), which
+ * is what catches a filter started twice by mistake: with it, that start
+ * succeeds silently.  Connections still waiting in the backlog of a
+ * process that stops are reset (Linux), and the MTA applies its default
+ * action to them; stop one process at a time.  No effect on unix sockets.
+ * Across hosts, see examples/haproxy/. */
 MF_API int milter_server_listen(milter_server *srv, const char *spec);
 
 /* The bound port of the last inet listener (after "inet:0@127.0.0.1"). */
