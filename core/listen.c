@@ -3,7 +3,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -327,12 +329,42 @@ static int bound_port(int fd) {
                                        : ((struct sockaddr_in *)&b)->sin_port);
 }
 
+/* Poll a listener whose fd listens, and add it to a. */
+static int start_listener(milter_acceptor *a, milter_listener *l,
+                          const char *spec, int *port) {
+  int rc = uv_poll_init_socket(a->loop, &l->poll, l->fd);
+  if (rc < 0) {
+    if (l->is_unix && !l->inherited)
+      unlink(l->path);
+    return listen_fail(a, l, spec, "poll", -rc);
+  }
+  l->poll.data = l;
+  a->handles++;
+  if (a->pause_ms == 0)
+    uv_poll_start(&l->poll, UV_READABLE, on_listen_io);
+  if (!l->is_unix && port != NULL)
+    *port = bound_port(l->fd);
+  l->next = a->listeners;
+  a->listeners = l;
+  return 0;
+}
+
+static int listen_inherited(milter_acceptor *a, int kind, int fd, int *port);
+
 int milter_acceptor_listen(milter_acceptor *a, const char *spec, int backlog,
                            int unix_mode, int *port) {
   struct sockaddr_storage sa;
-  int is_unix = 0, rc;
+  int is_unix = 0, rc, fd = -1;
   if (a->closing)
     return MILTER_E_STATE;
+  int kind = milter_spec_inherited(spec, &fd);
+  if (kind < 0) {
+    ALOG(a, MILTER_LOG_ERROR, "bad socket spec '%s' (fd:N wants a number)",
+         spec);
+    return MILTER_E_ADDR;
+  }
+  if (kind != MILTER_SPEC_ADDRESS)
+    return listen_inherited(a, kind, fd, port);
   milter_listener *l = xcalloc(1, sizeof *l);
   if (l == NULL)
     return MILTER_E_NOMEM;
@@ -350,21 +382,217 @@ int milter_acceptor_listen(milter_acceptor *a, const char *spec, int backlog,
   }
   if ((rc = open_socket(a, l, spec, &sa, backlog, unix_mode)) < 0)
     return rc;
-  if ((rc = uv_poll_init_socket(a->loop, &l->poll, l->fd)) < 0) {
-    if (is_unix)
-      unlink(l->path);
-    return listen_fail(a, l, spec, "poll", -rc);
-  }
-  l->poll.data = l;
-  a->handles++;
-  if (a->pause_ms == 0)
-    uv_poll_start(&l->poll, UV_READABLE, on_listen_io);
-  if (!is_unix && port != NULL)
-    *port = bound_port(l->fd);
-  l->next = a->listeners;
-  a->listeners = l;
+  if ((rc = start_listener(a, l, spec, port)) < 0)
+    return rc;
   ALOG(a, MILTER_LOG_INFO, "listening on %s", spec);
   return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Inherited sockets: systemd socket activation, fd:N                       */
+/* ------------------------------------------------------------------------ */
+
+/* sd_listen_fds(3): the passed sockets start at fd 3. */
+enum { LISTEN_FDS_START = 3, LISTEN_FDS_MAX = 1024 };
+
+static const char *sock_type_name(int type) {
+  switch (type) {
+  case SOCK_DGRAM:
+    return "datagram";
+  case SOCK_SEQPACKET:
+    return "seqpacket";
+  case SOCK_RAW:
+    return "raw";
+  default:
+    return "non-stream";
+  }
+}
+
+/* Check that fd is a listening stream socket of a family we serve (unix,
+ * inet, inet6) and make it ours: close-on-exec, non-blocking (accept_one
+ * relies on EAGAIN).  what names the fd in the log ("fd:5", "systemd
+ * fd 3").  Returns 0 (l->fd, is_unix, path set) or MILTER_E_ADDR, logged. */
+static int check_inherited(milter_acceptor *a, milter_listener *l, int fd,
+                           const char *what) {
+  int type = 0, acc = 0;
+  socklen_t len = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+    ALOG(a, MILTER_LOG_ERROR, "listen %s: %s", what,
+         errno == EBADF      ? "no such file descriptor (not inherited)"
+         : errno == ENOTSOCK ? "not a socket"
+                             : strerror(errno));
+    return MILTER_E_ADDR;
+  }
+  if (type != SOCK_STREAM) {
+    ALOG(a, MILTER_LOG_ERROR,
+         "listen %s: a %s socket, not a stream socket (ListenStream=)", what,
+         sock_type_name(type));
+    return MILTER_E_ADDR;
+  }
+  len = sizeof acc;
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) != 0 || !acc) {
+    ALOG(a, MILTER_LOG_ERROR,
+         "listen %s: a stream socket that is not listening (connected, or "
+         "listen() never called on it)",
+         what);
+    return MILTER_E_ADDR;
+  }
+  struct sockaddr_storage ss;
+  len = sizeof ss;
+  memset(&ss, 0, sizeof ss);
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+    ALOG(a, MILTER_LOG_ERROR, "listen %s: getsockname: %s", what,
+         strerror(errno));
+    return MILTER_E_ADDR;
+  }
+  if (ss.ss_family == AF_UNIX) {
+    const struct sockaddr_un *su = (const struct sockaddr_un *)&ss;
+    size_t n = len > offsetof(struct sockaddr_un, sun_path)
+                   ? len - offsetof(struct sockaddr_un, sun_path)
+                   : 0;
+    if (n > 0 && su->sun_path[0] == '\0') /* abstract: "@name" */
+      snprintf(l->path, sizeof l->path, "@%.*s", (int)(n - 1),
+               su->sun_path + 1);
+    else
+      snprintf(l->path, sizeof l->path, "%.*s", (int)strnlen(su->sun_path, n),
+               su->sun_path);
+    l->is_unix = 1;
+  } else if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) {
+    ALOG(a, MILTER_LOG_ERROR,
+         "listen %s: address family %d (only unix, inet and inet6 are "
+         "served)",
+         what, (int)ss.ss_family);
+    return MILTER_E_ADDR;
+  }
+  int fdfl = fcntl(fd, F_GETFD), fl = fcntl(fd, F_GETFL);
+  if (fdfl < 0 || fl < 0 || fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) != 0 ||
+      fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) {
+    ALOG(a, MILTER_LOG_ERROR, "listen %s: fcntl: %s", what, strerror(errno));
+    return MILTER_E_ADDR;
+  }
+  l->fd = fd;
+  l->inherited = 1;
+  l->acc = a;
+  return 0;
+}
+
+/* The listener's own address for the log: "unix:/path", "1.2.3.4:25". */
+static void local_name(milter_listener *l, char *out, size_t n) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  memset(&ss, 0, sizeof ss);
+  if (!l->is_unix && getsockname(l->fd, (struct sockaddr *)&ss, &len) != 0)
+    ss.ss_family = AF_UNSPEC;
+  format_peer(l, (const struct sockaddr *)&ss, out, n);
+}
+
+/* A decimal environment variable: 0 and *v, or -1 (unset, not a number). */
+static int env_long(const char *s, long *v) {
+  if (s == NULL || *s < '0' || *s > '9')
+    return -1;
+  char *end;
+  errno = 0;
+  *v = strtol(s, &end, 10);
+  return errno != 0 || *end != '\0' ? -1 : 0;
+}
+
+/* LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES, unset once read (so that a
+ * child process does not take the sockets for its own).  Returns the
+ * number of fds passed to this process, or MILTER_E_ADDR (logged). */
+static int systemd_fds(milter_acceptor *a, char **names) {
+  const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
+  const char *names_s = getenv("LISTEN_FDNAMES");
+  long pid = 0, n = 0;
+  int pid_ok = env_long(pid_s, &pid) == 0;
+  int fds_ok = env_long(fds_s, &n) == 0;
+  char why[160];
+  why[0] = '\0';
+  if (fds_s == NULL)
+    snprintf(why, sizeof why, "LISTEN_FDS is not set");
+  else if (!fds_ok || n < 0 || n > LISTEN_FDS_MAX)
+    snprintf(why, sizeof why, "LISTEN_FDS=%.20s is not a number of fds", fds_s);
+  else if (n == 0)
+    snprintf(why, sizeof why, "LISTEN_FDS=0: no socket was passed");
+  else if (pid_s == NULL)
+    snprintf(why, sizeof why, "LISTEN_PID is not set");
+  else if (!pid_ok || pid != (long)getpid())
+    snprintf(why, sizeof why,
+             "LISTEN_PID=%.20s is not this process (pid %ld): the sockets "
+             "were passed to another one",
+             pid_s, (long)getpid());
+  *names = why[0] == '\0' && names_s != NULL ? xstrdup(names_s) : NULL;
+  unsetenv("LISTEN_PID");
+  unsetenv("LISTEN_FDS");
+  unsetenv("LISTEN_FDNAMES");
+  if (why[0] != '\0') {
+    ALOG(a, MILTER_LOG_ERROR,
+         "listen systemd: %s (socket activation: start the filter through "
+         "its .socket unit, or give it an address)",
+         why);
+    return MILTER_E_ADDR;
+  }
+  return (int)n;
+}
+
+/* The i-th of the colon-separated names, or "" (count mismatch: none). */
+static const char *fd_name(char *names, int i, int n, char *out, size_t len) {
+  out[0] = '\0';
+  if (names == NULL)
+    return out;
+  int count = 1;
+  for (const char *p = names; *p; p++)
+    count += *p == ':';
+  if (count != n)
+    return out;
+  const char *p = names;
+  for (int k = 0; k < i; k++)
+    p = strchr(p, ':') + 1;
+  snprintf(out, len, "%.*s", (int)strcspn(p, ":"), p);
+  return out;
+}
+
+static int listen_inherited(milter_acceptor *a, int kind, int fd, int *port) {
+  char *names = NULL;
+  int n = 1, rc = 0;
+  if (kind == MILTER_SPEC_SYSTEMD && (n = systemd_fds(a, &names)) < 0)
+    return n;
+  milter_listener **ls = xcalloc((size_t)n, sizeof *ls);
+  if (ls == NULL) {
+    free(names);
+    return MILTER_E_NOMEM;
+  }
+  /* Every fd is checked before any is served: all or none. */
+  for (int i = 0; i < n; i++) {
+    char what[48];
+    int f = kind == MILTER_SPEC_SYSTEMD ? LISTEN_FDS_START + i : fd;
+    snprintf(what, sizeof what,
+             kind == MILTER_SPEC_SYSTEMD ? "systemd (fd %d)" : "fd:%d", f);
+    if ((ls[i] = xcalloc(1, sizeof **ls)) == NULL) {
+      rc = MILTER_E_NOMEM;
+      break;
+    }
+    if ((rc = check_inherited(a, ls[i], f, what)) < 0)
+      break;
+  }
+  for (int i = 0; i < n && rc == 0; i++) {
+    char what[48], name[64], addr[64];
+    local_name(ls[i], addr, sizeof addr);
+    fd_name(names, i, n, name, sizeof name);
+    snprintf(what, sizeof what,
+             kind == MILTER_SPEC_SYSTEMD ? "systemd (fd %d)" : "fd:%d",
+             ls[i]->fd);
+    milter_listener *l = ls[i];
+    ls[i] = NULL;
+    if ((rc = start_listener(a, l, what, port)) < 0)
+      break;
+    ALOG(a, MILTER_LOG_INFO, "listening on %s%s%s%s: %s", what,
+         name[0] ? " '" : "", name, name[0] ? "'" : "", addr);
+  }
+  for (int i = 0; i < n; i++)
+    free(ls[i]); /* the fds stay open: ours, by the protocol */
+  free(ls);
+  free(names);
+  return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -391,7 +619,7 @@ void milter_acceptor_close(milter_acceptor *a) {
   while (a->listeners != NULL) {
     milter_listener *l = a->listeners;
     a->listeners = l->next;
-    if (l->is_unix)
+    if (l->is_unix && !l->inherited)
       unlink(l->path);
     uv_close((uv_handle_t *)&l->poll, listener_closed);
   }

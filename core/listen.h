@@ -39,6 +39,7 @@ typedef struct milter_listener {
   struct milter_listener *next;
   int fd;
   int is_unix;
+  int inherited; /* systemd or fd:N: not ours to unlink */
   char path[108];
 } milter_listener;
 
@@ -86,10 +87,20 @@ void milter_acceptor_init(milter_acceptor *a, uv_loop_t *loop,
 
 /* Listen on a socket spec (see milter_server_listen in milter.h): a stale
  * unix socket is removed first, the socket of a unix spec gets unix_mode.
+ * "systemd" takes the sockets of socket activation, "fd:N" an inherited
+ * listening socket (as they are: no backlog or mode applied; their unix
+ * socket files are left in place at close).
  * *port gets the bound port of an inet listener (untouched otherwise).
  * Returns 0 or MILTER_E_ADDR / MILTER_E_IO / MILTER_E_NOMEM, logged. */
 int milter_acceptor_listen(milter_acceptor *a, const char *spec, int backlog,
                            int unix_mode, int *port);
+
+/* What a spec names (spec.c): an address for milter_parse_spec, or
+ * sockets someone else made.  Returns MILTER_SPEC_ADDRESS, MILTER_SPEC_SYSTEMD
+ * ("systemd"), MILTER_SPEC_FD ("fd:N", *fd = N) or MILTER_E_ADDR ("fd:"
+ * without a decimal number up to INT_MAX). */
+enum { MILTER_SPEC_ADDRESS = 0, MILTER_SPEC_SYSTEMD = 1, MILTER_SPEC_FD = 2 };
+int milter_spec_inherited(const char *spec, int *fd);
 
 /* Stop accepting for good: log the counts not yet logged, close every
  * listener (removing unix socket files) and timer; on_closed follows. */

@@ -18,6 +18,7 @@
 
 #include "listen.h"
 #include "mf_alloc.h"
+#include "notify.h"
 #include "post.h"
 #include "session.h"
 #include "sigpipe.h"
@@ -67,6 +68,14 @@ struct milter_server {
   uv_signal_t sigs[2];
   int nsigs;
   mf_sigpipe_pair sigpipe; /* SIGPIPE blocked in the poll phase */
+  /* The service manager (notify.h): on when NOTIFY_SOCKET was set. */
+  mf_notify notify;
+  uv_timer_t notify_timer; /* inited only when notify is on */
+  milter_status (*user_eom)(milter_ctx *ctx);
+  uint64_t messages; /* end-of-message commands received */
+  unsigned st_conns; /* counts of the last STATUS= sent */
+  uint64_t st_msgs;
+  int ready; /* READY=1 sent */
   int stopping;
   int handles_open;
   atomic_int closed; /* server handles closing: stop() is a no-op */
@@ -88,6 +97,7 @@ void milter_server_opts_init(milter_server_opts *o) {
   o->unix_mode = 0660;
   o->drain_timeout_ms = 30000;
   o->handle_signals = 1;
+  o->notify = 1;
   o->log = milter_log_stderr;
   o->log_level = MILTER_LOG_INFO;
 }
@@ -418,6 +428,59 @@ static int on_accepted(void *data, int fd, int is_unix, const char *peer) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* The service manager (milter.h, SYSTEMD)                                  */
+/* ------------------------------------------------------------------------ */
+
+enum { NOTIFY_TICK_MS = 1000 };
+
+/* Messages are counted at the end-of-message command, around the filter's
+ * own eom callback (a NULL one answers CONTINUE, as the session does). */
+static milter_status count_eom(milter_ctx *ctx) {
+  milter_server *srv = ctx->env->server;
+  srv->messages++;
+  return srv->user_eom != NULL ? srv->user_eom(ctx) : MILTER_CONTINUE;
+}
+
+/* first ("READY=1\n", "STOPPING=1\n" or "") and STATUS= with the counts. */
+static void notify_send(milter_server *srv, const char *first) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "%sSTATUS=%s%u connection%s, %llu message%s", first,
+           srv->stopping ? "stopping: " : "", srv->nconns,
+           srv->nconns == 1 ? "" : "s", (unsigned long long)srv->messages,
+           srv->messages == 1 ? "" : "s");
+  if (mf_notify_send(&srv->notify, msg) < 0)
+    return;
+  if (first[0] == 'R')
+    srv->ready = 1;
+  srv->st_conns = srv->nconns;
+  srv->st_msgs = srv->messages;
+}
+
+/* The first tick runs once the loop runs with a listener: READY=1 (retried
+ * at the next tick if the send failed); then STATUS= when the counts
+ * changed, and WATCHDOG=1 when the manager wants it. */
+static void on_notify_tick(uv_timer_t *t) {
+  milter_server *srv = t->data;
+  if (!srv->ready && !srv->stopping)
+    notify_send(srv, "READY=1\n");
+  else if (srv->st_conns != srv->nconns || srv->st_msgs != srv->messages)
+    notify_send(srv, "");
+  if (srv->notify.watchdog_usec != 0)
+    mf_notify_send(&srv->notify, "WATCHDOG=1");
+}
+
+static void notify_start(milter_server *srv) {
+  if (srv->notify.fd < 0 || srv->stopping ||
+      uv_is_active((uv_handle_t *)&srv->notify_timer))
+    return;
+  uint64_t tick = NOTIFY_TICK_MS;
+  uint64_t half_ms = srv->notify.watchdog_usec / 2000;
+  if (srv->notify.watchdog_usec != 0 && half_ms < tick)
+    tick = half_ms > 0 ? half_ms : 1;
+  uv_timer_start(&srv->notify_timer, on_notify_tick, 0, tick);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Listening                                                                */
 /* ------------------------------------------------------------------------ */
 
@@ -436,8 +499,11 @@ int milter_server_listen(milter_server *srv, const char *spec) {
     srv->handles_open++;
   }
   srv->acc.limit = srv->opts.max_connections;
-  return milter_acceptor_listen(&srv->acc, spec, srv->opts.backlog,
-                                srv->opts.unix_mode, &srv->port);
+  int rc = milter_acceptor_listen(&srv->acc, spec, srv->opts.backlog,
+                                  srv->opts.unix_mode, &srv->port);
+  if (rc == 0)
+    notify_start(srv);
+  return rc;
 }
 
 int milter_server_port(const milter_server *srv) {
@@ -463,6 +529,8 @@ static void server_check_done(milter_server *srv) {
   uv_close((uv_handle_t *)&srv->drain, server_handle_closed);
   milter_poster_close(&srv->poster, server_handle_closed);
   mf_sigpipe_pair_close(&srv->sigpipe, server_handle_closed);
+  if (srv->notify.fd >= 0)
+    uv_close((uv_handle_t *)&srv->notify_timer, server_handle_closed);
   for (int i = 0; i < srv->nsigs; i++)
     if (!uv_is_closing((uv_handle_t *)&srv->sigs[i]))
       uv_close((uv_handle_t *)&srv->sigs[i], server_handle_closed);
@@ -484,6 +552,8 @@ static void do_stop(milter_server *srv, int now) {
   if (!srv->stopping) {
     srv->stopping = 1;
     SLOG(srv, MILTER_LOG_INFO, "stopping (%u connections)", srv->nconns);
+    if (srv->notify.fd >= 0)
+      notify_send(srv, "STOPPING=1\n");
     milter_acceptor_close(&srv->acc);
     for (int i = 0; i < srv->nsigs; i++)
       uv_close((uv_handle_t *)&srv->sigs[i], server_handle_closed);
@@ -550,12 +620,17 @@ int milter_server_new(milter_server **out, uv_loop_t *loop,
   srv->env.log_data = srv->opts.log_data;
   srv->env.log_level = srv->opts.log_level;
   srv->env.hard_cap = srv->opts.hard_cap;
+  srv->user_eom = srv->desc.cb.eom;
+  srv->desc.cb.eom = count_eom;
   if (milter_poster_init(&srv->poster, loop) < 0) {
     if (srv->own)
       uv_loop_close(loop);
     free(srv);
     return MILTER_E_NOMEM;
   }
+  srv->notify.fd = -1;
+  if (srv->opts.notify)
+    mf_notify_open(&srv->notify, &srv->env);
   srv->poster.async.data = &srv->poster;
   uv_async_init(loop, &srv->stop_async, on_stop_async);
   srv->stop_async.data = srv;
@@ -566,6 +641,12 @@ int milter_server_new(milter_server **out, uv_loop_t *loop,
   uv_unref((uv_handle_t *)&srv->drain);
   mf_sigpipe_pair_init(&srv->sigpipe, loop, srv);
   srv->handles_open = 6;
+  if (srv->notify.fd >= 0) {
+    uv_timer_init(loop, &srv->notify_timer);
+    srv->notify_timer.data = srv;
+    uv_unref((uv_handle_t *)&srv->notify_timer);
+    srv->handles_open++;
+  }
   if (srv->opts.handle_signals) {
     static const int signums[2] = {SIGTERM, SIGINT};
     for (int i = 0; i < 2; i++) {
@@ -617,6 +698,7 @@ void milter_server_free(milter_server *srv) {
     mf_sigpipe_leave();
     uv_loop_close(srv->loop);
   }
+  mf_notify_close(&srv->notify);
   free(srv);
 }
 

@@ -2,7 +2,10 @@
  *   unix:/path  local:/path  /path
  *   inet:PORT@HOST  inet:PORT  inet:HOST:PORT  inet:[HOST]:PORT
  *   inet6:PORT@HOST  inet6:PORT  inet6:[HOST]:PORT  inet6:HOST:PORT
- * HOST may be an address or a name (resolved once, at listen time). */
+ * HOST may be an address or a name (resolved once, at listen time).
+ * And, for listening only (listen.c), sockets made by someone else:
+ *   systemd  fd:N */
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -12,6 +15,8 @@
 #include <sys/un.h>
 
 #include <mailfilter/milter.h>
+
+#include "listen.h"
 
 static int parse_port(const char *s, size_t n, uint16_t *out) {
   if (n == 0 || n > 5)
@@ -114,4 +119,22 @@ int milter_parse_spec(const char *spec, struct sockaddr_storage *sa,
   if (family == AF_INET && strchr(host, ':') != NULL)
     family = AF_INET6;
   return resolve(family, host, port, sa);
+}
+
+int milter_spec_inherited(const char *spec, int *fd) {
+  if (strcmp(spec, "systemd") == 0)
+    return MILTER_SPEC_SYSTEMD;
+  if (strncmp(spec, "fd:", 3) != 0)
+    return MILTER_SPEC_ADDRESS;
+  const char *s = spec + 3;
+  long v = 0;
+  if (*s == '\0')
+    return MILTER_E_ADDR;
+  for (; *s != '\0'; s++) {
+    if (*s < '0' || *s > '9' || v > (INT_MAX - 9) / 10)
+      return MILTER_E_ADDR;
+    v = v * 10 + (*s - '0');
+  }
+  *fd = (int)v;
+  return MILTER_SPEC_FD;
 }

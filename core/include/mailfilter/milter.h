@@ -370,6 +370,10 @@ typedef struct milter_server_opts {
   /* Install SIGTERM/SIGINT handlers on the loop that stop the server.
    * Default 1. */
   int handle_signals;
+  /* When NOTIFY_SOCKET is set, tell the service manager how the server
+   * is doing (READY=1, STATUS=, STOPPING=1, WATCHDOG=1: see SYSTEMD
+   * below).  Default 1; 0: never. */
+  int notify;
   /* Logger and its userdata.  Default milter_log_stderr (stderr; "<N>"
    * priority prefixes under the systemd journal); milter_log_use_syslog()
    * of <mailfilter/milter_log.h> selects syslog(3). */
@@ -392,6 +396,10 @@ MF_API int milter_server_new(milter_server **out, uv_loop_t *loop,
 /* Listen on a socket spec as Postfix/libmilter write them:
  *   unix:/path  local:/path  /path  inet:PORT@HOST  inet:PORT
  *   inet:HOST:PORT  inet6:PORT@HOST  inet6:PORT
+ * or on listening sockets made by someone else:
+ *   systemd   the sockets of systemd socket activation (see SYSTEMD);
+ *   fd:N      the listening socket open as descriptor N (inherited from
+ *             the parent process).
  * A stale unix socket (nobody accepting on it) is removed first; a live one
  * or a non-socket file at the path is an error.  May be called several
  * times, before or while the server runs (loop thread).  Returns 0 or
@@ -423,6 +431,47 @@ MF_API int milter_server_new(milter_server **out, uv_loop_t *loop,
  * action to them; stop one process at a time.  No effect on unix sockets.
  * Across hosts, see examples/haproxy/. */
 MF_API int milter_server_listen(milter_server *srv, const char *spec);
+
+/* SYSTEMD
+ *   Socket activation.  The spec "systemd" takes the sockets the service
+ *   manager passed as sd_listen_fds(3) documents, without libsystemd:
+ *   LISTEN_FDS sockets from descriptor 3 on, only if LISTEN_PID is this
+ *   process; LISTEN_FDNAMES (the .socket unit's FileDescriptorName=) only
+ *   names them in the log.  The three variables are unset once read, found
+ *   usable or not (setenv/unsetenv: call it before starting threads that
+ *   read the environment); a second "systemd" listen finds none.  Each
+ *   descriptor must be a listening stream socket (SO_ACCEPTCONN, SO_TYPE)
+ *   of family unix, inet or inet6; it gets FD_CLOEXEC and O_NONBLOCK.
+ *   Every one is checked before any is served: one that is not usable
+ *   fails the whole listen with MILTER_E_ADDR and a line naming the
+ *   descriptor and what it is ("listen systemd (fd 3): a stream socket
+ *   that is not listening ..."), and so do LISTEN_PID naming another
+ *   process and LISTEN_FDS unset or 0.  "fd:N" checks its one descriptor
+ *   the same way ("listen fd:N: no such file descriptor", "not a socket",
+ *   ...).  A served socket is logged as "listening on systemd (fd 3)
+ *   'name': unix:/run/mailfilter/x.sock" (or "... : 127.0.0.1:10025").
+ *   Such sockets keep what their creator gave them: no backlog, unix_mode
+ *   or SO_REUSEPORT is applied, and their unix socket files are not
+ *   removed when the server stops (they belong to the .socket unit).
+ *
+ *   Notification.  When NOTIFY_SOCKET is set (Type=notify services) and
+ *   opts.notify is 1 (the default), the server sends sd_notify(3)
+ *   datagrams to that AF_UNIX socket (a path, or "@name" for an abstract
+ *   one) itself, with MSG_NOSIGNAL and without blocking:
+ *     READY=1 and STATUS=0 connections, 0 messages
+ *        once the loop runs with a listener (the first iteration after the
+ *        first successful listen);
+ *     STATUS=N connections, M messages
+ *        at most once a second, when a count changed: N open MTA
+ *        connections, M end-of-message commands received since start;
+ *     STOPPING=1 and STATUS=stopping: N connections, M messages
+ *        when the server begins to stop (signal or milter_server_stop);
+ *     WATCHDOG=1
+ *        when WATCHDOG_USEC is set (and WATCHDOG_PID, if set, is this
+ *        process), every half of that interval (or every second if less).
+ *   A failed send is logged once and is never fatal.  The variables are
+ *   left set.  Each server of a process notifies on its own.
+ *   examples/systemd/ has .socket and .service units for the examples. */
 
 /* The bound port of the last inet listener (after "inet:0@127.0.0.1"). */
 MF_API int milter_server_port(const milter_server *srv);
