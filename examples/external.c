@@ -15,8 +15,8 @@
  *
  * What it does, for every message
  *   1. If the sender did not authenticate (no {auth_authen} macro), the
- *      Subject gets the prefix "[⚠️EXTERNAL] " (once: a Subject that already
- *      carries it is left alone; a message without Subject gets one).
+ *      Subject gets the prefix "[⚠️EXTERNAL] " (once: a Subject that
+ * already carries it is left alone; a message without Subject gets one).
  *   2. If any recipient is spam-trap@スパム.example.com -- in any spelling:
  *      U-label, A-label (xn--zck5b2b), any case of the domain, NFD -- the
  *      message goes to the hold queue with the reason "spam trap".
@@ -98,20 +98,26 @@ mf_decision external_decide(mf_trx *trx, void *ud) {
 }
 
 #ifndef MF_EXAMPLE_NO_MAIN
+#include "example_cli.h"
+
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s SOCKETSPEC   (e.g. inet:10025@127.0.0.1)\n",
-            argv[0]);
-    return 2;
-  }
+  static const example_cli cli = {
+      "external",
+      "Tag the Subject of mail from unauthenticated senders with\n" TAG_ALONE
+      " and quarantine mail to " SPAM_TRAP ".",
+      "inet:10025@127.0.0.1"};
+  mf_opts opts;
+  mf_opts_init(&opts);
+  const char *spec;
+  int st = example_cli_parse(&cli, argc, argv, &opts.server, &spec);
+  if (st >= 0)
+    return st;
   mf_addr *trap = external_spam_trap();
   if (trap == NULL) {
     fprintf(stderr, "external: cannot parse %s\n", SPAM_TRAP);
     return 1;
   }
 
-  mf_opts opts;
-  mf_opts_init(&opts);
   opts.stage = MF_STAGE_EOH; /* decide at end of headers: no body needed */
 
   mf_filter *f;
@@ -121,8 +127,8 @@ int main(int argc, char **argv) {
     mf_addr_free(trap);
     return 1;
   }
-  if ((rc = mf_filter_listen(f, argv[1])) != 0) {
-    fprintf(stderr, "external: cannot listen on %s: %s\n", argv[1],
+  if ((rc = mf_filter_listen(f, spec)) != 0) {
+    fprintf(stderr, "external: cannot listen on %s: %s\n", spec,
             mf_strerror(rc));
     mf_filter_free(f);
     mf_addr_free(trap);

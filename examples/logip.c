@@ -34,6 +34,8 @@
 
 #include <mailfilter/milter.h>
 
+#include "example_cli.h"
+
 /* Called once per SMTP client, when it connects to the MTA. */
 static milter_status on_connect(milter_ctx *ctx,
                                 const milter_connect_info *ci) {
@@ -48,25 +50,27 @@ static milter_status on_connect(milter_ctx *ctx,
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr,
-            "usage: %s SOCKETSPEC\n"
-            "  e.g. %s inet:10025@127.0.0.1   or   %s unix:/run/logip.sock\n",
-            argv[0], argv[0], argv[0]);
-    return 2;
-  }
+  /* Server options: the defaults log INFO and above to stderr and stop the
+   * server on SIGTERM/SIGINT (handle_signals).  The command line
+   * (example_cli.h) may choose syslog and another level. */
+  milter_server_opts opts;
+  milter_server_opts_init(&opts);
+  opts.handle_signals = 1;
+  static const example_cli cli = {
+      "logip",
+      "Log the IP address and host name of every SMTP client that connects\n"
+      "to the MTA, then step aside (ACCEPT).",
+      "inet:10025@127.0.0.1   or   unix:/run/logip.sock"};
+  const char *spec;
+  int st = example_cli_parse(&cli, argc, argv, &opts, &spec);
+  if (st >= 0)
+    return st;
 
   /* The filter: a name for log lines and its callbacks.  Every callback
    * left NULL is negotiated away, so the MTA only ever sends us CONNECT. */
   milter_filter_desc desc = {0};
   desc.name = "logip";
   desc.cb.connect = on_connect;
-
-  /* Server options: the defaults log INFO and above to stderr and stop the
-   * server on SIGTERM/SIGINT (handle_signals). */
-  milter_server_opts opts;
-  milter_server_opts_init(&opts);
-  opts.handle_signals = 1;
 
   /* NULL loop: the server creates and runs its own libuv loop. */
   milter_server *srv;
@@ -76,10 +80,10 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  rc = milter_server_listen(srv, argv[1]);
+  rc = milter_server_listen(srv, spec);
   if (rc < 0) {
     /* The reason has already been logged; the spec itself may be bad. */
-    fprintf(stderr, "logip: cannot listen on %s: %s\n", argv[1],
+    fprintf(stderr, "logip: cannot listen on %s: %s\n", spec,
             milter_strerror(rc));
     milter_server_free(srv);
     return rc == MILTER_E_ADDR ? 2 : 1;

@@ -32,23 +32,29 @@ mf_decision rcptcount_decide(mf_trx *trx, void *ud) {
 }
 
 #ifndef MF_EXAMPLE_NO_MAIN
+#include "example_cli.h"
+
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s SOCKETSPEC   (e.g. inet:10026@127.0.0.1)\n",
-            argv[0]);
-    return 2;
-  }
+  static const example_cli cli = {
+      "rcptcount",
+      "Add \"X-Rcpt-Count: N\" to every message, N being the number of\n"
+      "recipients the MTA accepted.",
+      "inet:10026@127.0.0.1"};
   mf_opts opts;
   mf_opts_init(&opts);
   opts.stage = MF_STAGE_EOM;
   opts.flags |= MF_OPT_NONBLOCKING; /* counting never blocks */
+  const char *spec; /* and the logging options, in opts.server */
+  int st = example_cli_parse(&cli, argc, argv, &opts.server, &spec);
+  if (st >= 0)
+    return st;
 
   mf_filter *f;
   int rc = mf_filter_new(&f, rcptcount_decide, NULL, &opts);
-  if (rc == 0 && (rc = mf_filter_listen(f, argv[1])) != 0)
+  if (rc == 0 && (rc = mf_filter_listen(f, spec)) != 0)
     mf_filter_free(f);
   if (rc != 0) {
-    fprintf(stderr, "rcptcount: %s: %s\n", argv[1], mf_strerror(rc));
+    fprintf(stderr, "rcptcount: %s: %s\n", spec, mf_strerror(rc));
     return 1;
   }
   mf_filter_run(f); /* until SIGTERM or SIGINT */

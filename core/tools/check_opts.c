@@ -12,6 +12,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include <mailfilter/milter.h>
+#include <mailfilter/version.h>
+
 #include "milter_check.h"
 
 /* ---- Small helpers shared by the tool ---------------------------------- */
@@ -123,7 +126,7 @@ void mc_usage(FILE *f) {
       "                       {auth_authen}; repeatable)\n"
       "\n"
       "Protocol\n"
-      "  --version N          protocol version offered, 2..6 (default 6)\n"
+      "  --protocol N         protocol version offered, 2..6 (default 6)\n"
       "  --actions HEX|all    actions offered (default: all of the version)\n"
       "  --steps HEX          protocol step bits offered (default: all of\n"
       "                       the version)\n"
@@ -137,11 +140,12 @@ void mc_usage(FILE *f) {
       "  --json               one JSON object on stdout, for scripts\n"
       "  --quiet              no output; only the exit status\n"
       "  --help               this text\n"
+      "  --version            the program's and the library's versions\n"
       "\n"
       "Exit status (of the last transaction): 0 accept, 1 reject,\n"
       "2 tempfail, 3 discard, 4 quarantine, 64 bad arguments,\n"
       "66 message file unreadable, 70 connection failed or the milter\n"
-      "broke the protocol.\n",
+      "broke the protocol.  See milter-check(1).\n",
       f);
 }
 
@@ -157,7 +161,7 @@ enum {
   OPT_RCPT,
   OPT_RCPT_ARG,
   OPT_MACRO,
-  OPT_VERSION,
+  OPT_PROTOCOL,
   OPT_ACTIONS,
   OPT_STEPS,
   OPT_DATA_SIZE,
@@ -165,7 +169,8 @@ enum {
   OPT_TIMEOUT,
   OPT_JSON,
   OPT_QUIET,
-  OPT_HELP
+  OPT_HELP,
+  OPT_VERSION
 };
 
 static const struct option long_opts[] = {
@@ -178,7 +183,7 @@ static const struct option long_opts[] = {
     {"rcpt", required_argument, NULL, OPT_RCPT},
     {"rcpt-arg", required_argument, NULL, OPT_RCPT_ARG},
     {"macro", required_argument, NULL, OPT_MACRO},
-    {"version", required_argument, NULL, OPT_VERSION},
+    {"protocol", required_argument, NULL, OPT_PROTOCOL},
     {"actions", required_argument, NULL, OPT_ACTIONS},
     {"steps", required_argument, NULL, OPT_STEPS},
     {"data-size", required_argument, NULL, OPT_DATA_SIZE},
@@ -187,6 +192,7 @@ static const struct option long_opts[] = {
     {"json", no_argument, NULL, OPT_JSON},
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0}};
 
 static int bad(char *err, size_t errlen, const char *fmt, ...) {
@@ -378,12 +384,10 @@ int mc_opts_parse(mc_opts *o, int argc, char **argv, FILE *out, char *err,
     case OPT_MACRO:
       rc = add_macro(o, optarg, err, errlen);
       break;
-    case OPT_VERSION:
+    case OPT_PROTOCOL:
       if (parse_uint(optarg, 2, 6, &v) < 0)
         return bad(err, errlen,
-                   "--version '%s': protocol version must be "
-                   "2..6",
-                   optarg);
+                   "--protocol '%s': protocol version must be 2..6", optarg);
       o->copts.version = (uint32_t)v;
       break;
     case OPT_ACTIONS:
@@ -437,6 +441,17 @@ int mc_opts_parse(mc_opts *o, int argc, char **argv, FILE *out, char *err,
       break;
     case OPT_HELP:
       mc_usage(out);
+      return 1;
+    case OPT_VERSION:
+      /* "--version N" was the protocol version before 0.1: say so rather
+       * than take N as the SOCKETSPEC. */
+      if (optind < argc && parse_uint(argv[optind], 0, 99, &v) == 0)
+        return bad(err, errlen,
+                   "--version takes no argument: the protocol version is "
+                   "--protocol %s",
+                   argv[optind]);
+      fprintf(out, "milter-check (mailfilter) %s\nlibmfcore %s\n",
+              MF_VERSION_STRING, milter_version());
       return 1;
     case ':':
       return bad(err, errlen, "option '%s' needs an argument",

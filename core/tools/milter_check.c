@@ -81,7 +81,7 @@ int main(int argc, char **argv) {
   if (rc != 0) {
     mc_opts_free(&o);
     if (rc > 0)
-      return 0; /* --help */
+      return 0; /* --help, --version */
     fprintf(stderr, "milter-check: %s (try --help)\n", err);
     return MC_EXIT_USAGE;
   }

@@ -89,8 +89,8 @@ typedef struct mc_opts {
 } mc_opts;
 
 /* Parse the command line into o (initialised here).  Returns 0 to run,
- * 1 when --help printed the usage on out, or -1 on a usage error with a
- * one-line message in err.  Free o with mc_opts_free() in every case. */
+ * 1 when --help or --version printed its text on out, or -1 on a usage error
+ * with a one-line message in err.  Free o with mc_opts_free() in every case. */
 int mc_opts_parse(mc_opts *o, int argc, char **argv, FILE *out, char *err,
                   size_t errlen);
 void mc_opts_free(mc_opts *o);

@@ -398,7 +398,8 @@ class MilterCheckTest(unittest.TestCase):
 
     def test_bad_arguments(self):
         cases = [
-            (["--version", "9", self.ext], "--version '9'"),
+            (["--protocol", "9", self.ext], "--protocol '9'"),
+            (["--version", "6", self.ext], "--protocol 6"),
             (["--count", "0", self.ext], "--count '0'"),
             (["--macro", "nostage:x=y", self.ext], "nostage"),
             (["--macro", "mail:novalue", self.ext], "mail:novalue"),
@@ -651,7 +652,7 @@ class MilterCheckTest(unittest.TestCase):
     def test_version_and_offer(self):
         m, spec = self.fake(lambda c, d: None, version=2, actions=0x1,
                             protocol=0)
-        doc = run_json(self, ["--version", "2", "--data-size", "64k", spec,
+        doc = run_json(self, ["--protocol", "2", "--data-size", "64k", spec,
                               self.msgfile])
         opt = m.received()[0][1]
         ver, act, proto = struct.unpack(">III", opt)
