@@ -6,7 +6,8 @@ is built outside the source tree twice, shared and static each:
   - with pkg-config and a plain Makefile (consumer/Makefile),
   - with find_package(mailfilter) (consumer/CMakeLists.txt),
 
-and each of the four programs is run as a milter and driven by milter-check:
+and each of the four programs is run as a milter and driven by the installed
+milter-check (no LD_LIBRARY_PATH):
 an unauthenticated sender gets the added X-External header, an authenticated
 one does not.  The consumer sources are copied next to the prefix, and the
 consumer builds are given only the prefix (PKG_CONFIG_PATH, CMAKE_PREFIX_PATH).
@@ -36,7 +37,7 @@ CMAKE = os.environ.get("MF_CMAKE") or "cmake"
 LIBDIR = os.environ.get("MF_INSTALL_LIBDIR") or "lib"
 CC = os.environ.get("CC") or "cc"
 CFLAGS = os.environ.get("MF_CONSUMER_CFLAGS", "")
-CHECK = os.path.join(BUILD, "core", "tools", "milter-check")
+BINDIR = os.environ.get("MF_INSTALL_BINDIR") or "bin"
 
 MESSAGE = (b"From: Alice <alice@example.org>\n"
            b"To: Bob <bob@example.net>\n"
@@ -70,6 +71,8 @@ class Consumers(unittest.TestCase):
         if p.returncode != 0:
             raise RuntimeError("cmake --install: %s" % p.stderr.decode(errors="replace"))
         cls.libdir = os.path.join(cls.prefix, LIBDIR)
+        # The installed milter-check (it finds the prefix's libraries itself).
+        cls.check = os.path.join(cls.prefix, BINDIR, "milter-check")
         # The consumer sources, away from the source tree.
         cls.src = os.path.join(cls.tmp, "consumer src")
         shutil.copytree(os.path.join(HERE, "consumer"), cls.src)
@@ -110,11 +113,11 @@ class Consumers(unittest.TestCase):
         try:
             wait_socket(sock, proc)
             for auth, tagged in ((None, True), ("alice", False)):
-                args = [CHECK, "--json"]
+                args = [self.check, "--json"]
                 if auth:
                     args += ["--macro", "mail:auth_authen=" + auth]
                 p = subprocess.run(args + ["unix:" + sock, self.msgfile],
-                                   capture_output=True, timeout=60)
+                                   env=self.base_env(), capture_output=True, timeout=60)
                 out = p.stdout.decode(errors="replace")
                 self.assertEqual(p.returncode, 0, "milter-check: %s %s" % (
                     out, p.stderr.decode(errors="replace")))
@@ -192,7 +195,4 @@ if __name__ == "__main__":
         if shutil.which(tool) is None:
             print("no %s: skipped" % tool)
             sys.exit(77)
-    if not os.access(CHECK, os.X_OK):
-        print("no %s: skipped" % CHECK)
-        sys.exit(77)
     unittest.main(verbosity=2)
