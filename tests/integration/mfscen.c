@@ -7,6 +7,10 @@
  *                     [--decide accept|reject|tempfail|discard|quarantine]
  *                     [--max-body N] [--progress-ms N] [--spool DIR]
  *                     [--gate FILE] [--log-level error|warning|info|debug]
+ *                     [--tag NAME]
+ *
+ * --tag NAME adds "X-Filtered-By: NAME" to every message that reaches
+ * decide(), before its scenario: which of several processes filtered it.
  *
  * A scenario "gate-REST" ("scen-gate-hdr-add@...") holds decide() until
  * FILE (--gate) exists -- as long as the test wants, e.g. past the MTA's
@@ -22,6 +26,7 @@
 
 static const char *fixed; /* --decide */
 static const char *gate;  /* --gate */
+static const char *tag;   /* --tag */
 
 /* Wait until the gate file exists (at most 10 minutes). */
 static void gate_wait(const char *rcpt) {
@@ -65,6 +70,8 @@ static int replace_body(mf_trx *trx, size_t n) {
 
 static mf_decision decide(mf_trx *trx, void *ud) {
   (void)ud;
+  if (tag != NULL)
+    mf_hdr_add(mf_trx_headers(trx), "X-Filtered-By", tag);
   if (fixed != NULL)
     return by_name(trx, fixed);
   const char *r = mf_trx_rcpt_count(trx) ? mf_trx_rcpt_raw(trx, 0) : NULL;
@@ -142,6 +149,8 @@ int main(int argc, char **argv) {
       o.spool_dir = argv[i + 1];
     else if (strcmp(argv[i], "--gate") == 0)
       gate = argv[i + 1];
+    else if (strcmp(argv[i], "--tag") == 0)
+      tag = argv[i + 1];
     else if (strcmp(argv[i], "--log-level") == 0)
       o.server.log_level = strcmp(argv[i + 1], "debug") == 0 ? MILTER_LOG_DEBUG
                            : strcmp(argv[i + 1], "warning") == 0 ? MILTER_LOG_WARNING
