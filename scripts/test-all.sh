@@ -2,9 +2,11 @@
 # The whole test suite, twice: a normal build (gcc) and an
 # AddressSanitizer+UBSan build (clang, -fno-sanitize-recover, with the
 # libFuzzer targets whose corpora are replayed), both through ctest.
-# Run scripts/deps.sh (or scripts/quickstart.sh) once first.
+# Installs the Debian packages it needs first (scripts/deps.sh: nothing
+# to do when they are there), so it works alone on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/deps.sh
 J="$(nproc)"
 echo "== normal build =="
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMF_WERROR=ON

@@ -101,6 +101,18 @@ class Conventions(unittest.TestCase):
             self.assertIn(".TH %s %s " % (name.upper(), page[-1]), text)
             self.assertIn(".SH NAME\n%s \\- " % name, text)
 
+    def test_quickstart_postfix_line(self):
+        qs = os.path.join(SRC, "scripts", "quickstart.sh")
+        for spec, line in [("inet:10025@127.0.0.1", "inet:127.0.0.1:10025"),
+                           ("inet:2525@192.0.2.1", "inet:192.0.2.1:2525"),
+                           ("inet:10026@0.0.0.0", "inet:127.0.0.1:10026"),
+                           ("inet:10027", "inet:127.0.0.1:10027"),
+                           ("inet6:10025@::1", "inet:[::1]:10025"),
+                           ("unix:/run/f.sock", "unix:/run/f.sock"),
+                           ("bogus", "")]:
+            rc, out, err = run(["bash", qs, "--postfix-line", spec])
+            self.assertEqual((rc, out, err), (0, line + "\n", ""), spec)
+
     def logip_lines(self, extra_env, args=(), stderr_path=None):
         """Start logip on a unix socket with stderr to a file, send it one
         connection with milter-check, stop it; return its stderr."""

@@ -60,6 +60,15 @@ SYSTEM_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sy
 
 SKIP = 77  # ctest SKIP_RETURN_CODE
 
+# How Postfix names an SMTP client on loopback in its log: NAME[127.0.0.1],
+# where NAME is whatever 127.0.0.1 resolves to -- "localhost" on most hosts,
+# "unknown" where /etc/hosts does not map it.  Tests match with this, never
+# with a fixed name.
+LOOPBACK_CLIENT = r"[^\s\[]*\[127\.0\.0\.1\]"
+# The host name a milter is given for that client ("localhost", or
+# "[127.0.0.1]" when Postfix found none).
+LOOPBACK_HOSTNAME = r"\S+"
+
 
 class HarnessError(Exception):
     pass

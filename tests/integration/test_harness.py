@@ -89,7 +89,8 @@ class WithPymilter(unittest.TestCase):
             got = pf.wait_delivered("r@" + D)[0]
             self.assertEqual(got.header("X-Ref"), ["yes"])
             self.assertEqual(got.body, b"body\n")
-            m.wait_log(r"connect host=localhost addr=127\.0\.0\.1")
+            m.wait_log(r"connect host=%s addr=127\.0\.0\.1"
+                       % pftest.LOOPBACK_HOSTNAME)
             m.wait_log(r"envfrom <%s>" % SENDER)
             m.wait_log(r"header Subject: via libmilter")
             m.wait_log(r"eom queue_id=%s" % got.envelope["queue_id"])
@@ -117,8 +118,8 @@ class WithPymilter(unittest.TestCase):
             self.assertEqual(r.code, 550)
             self.assertEqual(r.text, "5.7.1 Go away, says the milter")
             m.wait_log(r"reply envfrom reject")
-            pf.wait_log(r"milter-reject: MAIL from localhost\[127\.0\.0\.1\]: "
-                        r"550 5\.7\.1 Go away")
+            pf.wait_log(r"milter-reject: MAIL from %s: 550 5\.7\.1 Go away"
+                        % pftest.LOOPBACK_CLIENT)
 
     def test_tempfail_at_rcpt(self):
         port = pftest.free_port()
@@ -146,8 +147,9 @@ class WithPymilter(unittest.TestCase):
             self.assertIn(b"Subject: hold me", text)
             self.assertIn(b"held body", text)
             # Postfix logs the hold, not the milter's reason.
-            pf.wait_log(r"%s: milter-hold: END-OF-MESSAGE from localhost\[127\.0\.0\.1\]: "
-                        r"milter triggers HOLD action" % qid)
+            pf.wait_log(r"%s: milter-hold: END-OF-MESSAGE from %s: "
+                        r"milter triggers HOLD action"
+                        % (qid, pftest.LOOPBACK_CLIENT))
             self.assertEqual(pf.deliveries("r@" + D), [])
             pf.postsuper("-d", qid, "hold")
             self.assertEqual(pf.queue(), [])
