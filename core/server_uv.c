@@ -552,7 +552,7 @@ static void do_stop(milter_server *srv, int now) {
   if (!srv->stopping) {
     srv->stopping = 1;
     SLOG(srv, MILTER_LOG_INFO, "stopping (%u connections)", srv->nconns);
-    if (srv->notify.fd >= 0)
+    if (srv->ready) /* a server that never served announces nothing */
       notify_send(srv, "STOPPING=1\n");
     milter_acceptor_close(&srv->acc);
     for (int i = 0; i < srv->nsigs; i++)
