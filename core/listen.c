@@ -276,7 +276,7 @@ static int listen_fail(milter_acceptor *a, milter_listener *l, const char *spec,
 /* socket + bind (+ chmod) + listen; l->fd set.  Returns 0 or listen_fail. */
 static int open_socket(milter_acceptor *a, milter_listener *l, const char *spec,
                        const struct sockaddr_storage *sa, int backlog,
-                       int unix_mode) {
+                       int unix_mode, int reuseport) {
   int on = 1, off = 0;
   int family = l->is_unix ? AF_UNIX : sa->ss_family;
   l->fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -303,9 +303,12 @@ static int open_socket(milter_acceptor *a, milter_listener *l, const char *spec,
         (family == AF_INET6 &&
          setsockopt(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) != 0))
       return listen_fail(a, l, spec, "setsockopt", errno);
-    /* Opt-in: several processes on one port (milter.h, MULTIPLE PROCESSES). */
+    /* Opt-in: several processes on one port (milter.h, MULTIPLE PROCESSES):
+     * the option, or MAILFILTER_REUSEPORT=1 for any built filter. */
     const char *rp = getenv("MAILFILTER_REUSEPORT");
-    if (rp != NULL && strcmp(rp, "1") == 0 &&
+    if (rp != NULL && strcmp(rp, "1") == 0)
+      reuseport = 1;
+    if (reuseport &&
         setsockopt(l->fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0)
       return listen_fail(a, l, spec, "setsockopt SO_REUSEPORT", errno);
     if (bind(l->fd, (const struct sockaddr *)sa, len) != 0)
@@ -352,7 +355,7 @@ static int start_listener(milter_acceptor *a, milter_listener *l,
 static int listen_inherited(milter_acceptor *a, int kind, int fd, int *port);
 
 int milter_acceptor_listen(milter_acceptor *a, const char *spec, int backlog,
-                           int unix_mode, int *port) {
+                           int unix_mode, int reuseport, int *port) {
   struct sockaddr_storage sa;
   int is_unix = 0, rc, fd = -1;
   if (a->closing)
@@ -380,7 +383,8 @@ int milter_acceptor_listen(milter_acceptor *a, const char *spec, int backlog,
     free(l);
     return rc;
   }
-  if ((rc = open_socket(a, l, spec, &sa, backlog, unix_mode)) < 0)
+  if ((rc = open_socket(a, l, spec, &sa, backlog, unix_mode, reuseport)) <
+      0)
     return rc;
   if ((rc = start_listener(a, l, spec, port)) < 0)
     return rc;

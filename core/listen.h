@@ -93,7 +93,7 @@ void milter_acceptor_init(milter_acceptor *a, uv_loop_t *loop,
  * *port gets the bound port of an inet listener (untouched otherwise).
  * Returns 0 or MILTER_E_ADDR / MILTER_E_IO / MILTER_E_NOMEM, logged. */
 int milter_acceptor_listen(milter_acceptor *a, const char *spec, int backlog,
-                           int unix_mode, int *port);
+                           int unix_mode, int reuseport, int *port);
 
 /* What a spec names (spec.c): an address for milter_parse_spec, or
  * sockets someone else made.  Returns MILTER_SPEC_ADDRESS, MILTER_SPEC_SYSTEMD

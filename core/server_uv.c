@@ -500,7 +500,8 @@ int milter_server_listen(milter_server *srv, const char *spec) {
   }
   srv->acc.limit = srv->opts.max_connections;
   int rc = milter_acceptor_listen(&srv->acc, spec, srv->opts.backlog,
-                                  srv->opts.unix_mode, &srv->port);
+                                  srv->opts.unix_mode, srv->opts.reuseport,
+                                  &srv->port);
   if (rc == 0)
     notify_start(srv);
   return rc;

@@ -40,14 +40,19 @@ typedef struct srv {
   milter_server *s;
 } srv;
 
-static void srv_new(srv *v) {
+static void srv_new_opt(srv *v, int reuseport) {
   milter_server_opts o;
   milter_server_opts_init(&o);
+  o.reuseport = reuseport;
   o.log = t_log;
   o.log_level = MILTER_LOG_DEBUG;
   o.handle_signals = 0;
   assert_int_equal(uv_loop_init(&v->loop), 0);
   assert_int_equal(milter_server_new(&v->s, &v->loop, &desc, &o), 0);
+}
+
+static void srv_new(srv *v) {
+  srv_new_opt(v, 0);
 }
 
 static void srv_free(srv *v) {
@@ -182,6 +187,32 @@ static void test_two_servers_share_a_port(void **state) {
   unsetenv("MAILFILTER_REUSEPORT");
 }
 
+/* The option does what the variable does, with no variable set. */
+static void test_option_shares_a_port(void **state) {
+  (void)state;
+  unsetenv("MAILFILTER_REUSEPORT");
+  srv v[2];
+  srv_new_opt(&v[0], 1);
+  srv_new_opt(&v[1], 1);
+  assert_int_equal(milter_server_listen(v[0].s, "inet:0@127.0.0.1"), 0);
+  int port = milter_server_port(v[0].s);
+  char spec[64];
+  spec_of(spec, sizeof spec, port);
+  assert_int_equal(milter_server_listen(v[1].s, spec), 0);
+  srv c;
+  srv_new(&c);
+  logbuf[0] = '\0';
+  assert_int_equal(milter_server_listen(c.s, spec), MILTER_E_IO);
+  assert_non_null(strstr(logbuf, "bind: Address already in use"));
+  srv_free(&c);
+  int fd = cli_connect(port);
+  serve_until(v, 2, 1);
+  negotiates(milter_server_connections(v[0].s) == 1 ? &v[0] : &v[1], fd);
+  close(fd);
+  srv_free(&v[0]);
+  srv_free(&v[1]);
+}
+
 /* Unix sockets are not shared: the second listen on a live path fails
  * whatever the variable says. */
 static void test_unix_not_shared(void **state) {
@@ -203,6 +234,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_second_listen_fails_without_option),
       cmocka_unit_test(test_two_servers_share_a_port),
+      cmocka_unit_test(test_option_shares_a_port),
       cmocka_unit_test(test_unix_not_shared),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -363,6 +363,11 @@ typedef struct milter_server_opts {
   int backlog;
   /* Mode of unix sockets created by listen.  Default 0660. */
   int unix_mode;
+  /* Nonzero: inet/inet6 listeners are opened with SO_REUSEPORT, so that
+   * several processes serve one port (see MULTIPLE PROCESSES at
+   * milter_server_listen()).  MAILFILTER_REUSEPORT=1 in the environment
+   * turns it on as well, for any built filter.  Default 0. */
+  int reuseport;
   /* On stop (SIGTERM/SIGINT or milter_server_stop()), time granted to
    * connections with a message in progress before they are closed.
    * Default 30000 ms. */
@@ -418,8 +423,9 @@ MF_API int milter_server_new(milter_server **out, uv_loop_t *loop,
  * again (K failures over N ms)").  Counts not yet logged when the server
  * stops are logged then.
  *
- * MULTIPLE PROCESSES.  With MAILFILTER_REUSEPORT=1 in the environment
- * (read at each listen; any other value or none: off, the default), inet
+ * MULTIPLE PROCESSES.  With opts.reuseport set, or MAILFILTER_REUSEPORT=1
+ * in the environment (read at each listen; any other value or none: the
+ * option decides; off by default), inet
  * and inet6 listeners are opened with SO_REUSEPORT: several filter
  * processes of the same user, each with it set, listen on one port and
  * the kernel spreads the MTA's connections over them (by a hash of the
