@@ -63,6 +63,16 @@ static void srv_free(srv *v) {
   assert_int_equal(uv_loop_close(&v->loop), 0);
 }
 
+/* A server without the option cannot listen on spec. */
+static void cannot_join(const char *spec) {
+  srv c;
+  srv_new(&c);
+  logbuf[0] = '\0';
+  assert_int_equal(milter_server_listen(c.s, spec), MILTER_E_IO);
+  assert_non_null(strstr(logbuf, "bind: Address already in use"));
+  srv_free(&c);
+}
+
 static void spec_of(char *out, size_t n, int port) {
   snprintf(out, n, "inet:%d@127.0.0.1", port);
 }
@@ -152,12 +162,7 @@ static void test_two_servers_share_a_port(void **state) {
 
   /* A process without the option cannot join them. */
   unsetenv("MAILFILTER_REUSEPORT");
-  srv c;
-  srv_new(&c);
-  logbuf[0] = '\0';
-  assert_int_equal(milter_server_listen(c.s, spec), MILTER_E_IO);
-  assert_non_null(strstr(logbuf, "bind: Address already in use"));
-  srv_free(&c);
+  cannot_join(spec);
 
   /* The kernel spreads connections over both (by a hash of the client's
    * port: all 64 on one server would have odds of 2^-63). */
@@ -199,12 +204,7 @@ static void test_option_shares_a_port(void **state) {
   char spec[64];
   spec_of(spec, sizeof spec, port);
   assert_int_equal(milter_server_listen(v[1].s, spec), 0);
-  srv c;
-  srv_new(&c);
-  logbuf[0] = '\0';
-  assert_int_equal(milter_server_listen(c.s, spec), MILTER_E_IO);
-  assert_non_null(strstr(logbuf, "bind: Address already in use"));
-  srv_free(&c);
+  cannot_join(spec);
   int fd = cli_connect(port);
   serve_until(v, 2, 1);
   negotiates(milter_server_connections(v[0].s) == 1 ? &v[0] : &v[1], fd);
