@@ -34,12 +34,13 @@ enum { TM_OFF, TM_IDLE, TM_PACKET };
 
 typedef struct conn {
   stream_u h;
-  uv_timer_t timer;
   milter_server *srv;
-  struct conn *prev, *next; /* every live conn */
-  struct conn *wnext;       /* wake list */
-  uint8_t handles;          /* open libuv handles */
-  uint8_t tmode;
+  struct conn *prev, *next;   /* every live conn */
+  struct conn *wnext;         /* wake list */
+  struct conn *tprev, *tnext; /* the server's list for tmode */
+  uint64_t due;               /* loop time when tmode's timeout fires */
+  uint8_t handles;            /* open libuv handles */
+  uint8_t tmode;              /* TM_*: the timeout running, and its list */
   unsigned sock_open : 1;
   unsigned reading : 1;
   unsigned on_wake : 1;
@@ -65,6 +66,11 @@ struct milter_server {
   uv_async_t stop_async;
   uv_idle_t idle;
   uv_timer_t drain;
+  /* Connection timeouts (arm_timer): the conns of each TM_* mode in the
+   * order of their deadlines, and one timer for them all. */
+  conn *thead[3], *ttail[3];
+  uv_timer_t ctimer;
+  uint64_t ctimer_due; /* when ctimer fires, while active */
   uv_signal_t sigs[2];
   int nsigs;
   mf_sigpipe_pair sigpipe; /* SIGPIPE blocked in the poll phase */
@@ -211,38 +217,90 @@ static int conn_flush(conn *c) {
   return 0;
 }
 
-static void on_timer(uv_timer_t *t) {
-  conn *c = t->data;
-  milter_ctx_log(&c->ctx, MILTER_LOG_WARNING,
-                 c->tmode == TM_PACKET
-                     ? "closing: packet not complete after %llu ms"
-                     : "closing: idle for %llu ms",
-                 (unsigned long long)(c->tmode == TM_PACKET
-                                          ? c->srv->opts.packet_timeout_ms
-                                          : c->srv->opts.idle_timeout_ms));
-  conn_close(c);
+/* Connection timeouts.  A uv_timer_t per connection would cost 152 bytes
+ * each; instead every timeout kind (idle, packet) has one fixed duration, so
+ * a deadline set now is never earlier than any already in its list:
+ * appending keeps each list sorted by deadline, re-arming is an unlink and
+ * an append, and one timer runs for the earliest head.  The timer may fire
+ * early (its head was re-armed since): it then only runs again. */
+static void tl_unlink(conn *c) {
+  milter_server *srv = c->srv;
+  int m = c->tmode;
+  if (m == TM_OFF)
+    return;
+  if (c->tprev != NULL)
+    c->tprev->tnext = c->tnext;
+  else
+    srv->thead[m] = c->tnext;
+  if (c->tnext != NULL)
+    c->tnext->tprev = c->tprev;
+  else
+    srv->ttail[m] = c->tprev;
+  c->tprev = c->tnext = NULL;
+  c->tmode = TM_OFF;
+}
+
+static void on_conn_timers(uv_timer_t *t);
+
+static void tl_schedule(milter_server *srv) {
+  uint64_t due = UINT64_MAX;
+  for (int m = TM_IDLE; m <= TM_PACKET; m++)
+    if (srv->thead[m] != NULL && srv->thead[m]->due < due)
+      due = srv->thead[m]->due;
+  if (due == UINT64_MAX ||
+      (uv_is_active((uv_handle_t *)&srv->ctimer) && srv->ctimer_due <= due))
+    return;
+  uint64_t now = uv_now(srv->loop);
+  srv->ctimer_due = due;
+  uv_timer_start(&srv->ctimer, on_conn_timers, due > now ? due - now : 0, 0);
+}
+
+/* Start timeout mode m of ms milliseconds from now (0: none). */
+static void tl_arm(conn *c, int m, uint64_t ms) {
+  milter_server *srv = c->srv;
+  tl_unlink(c);
+  if (ms == 0)
+    return;
+  c->tmode = (uint8_t)m;
+  c->due = uv_now(srv->loop) + ms;
+  c->tprev = srv->ttail[m];
+  if (c->tprev != NULL)
+    c->tprev->tnext = c;
+  else
+    srv->thead[m] = c;
+  srv->ttail[m] = c;
+  tl_schedule(srv);
+}
+
+static void on_conn_timers(uv_timer_t *t) {
+  milter_server *srv = t->data;
+  uint64_t now = uv_now(srv->loop);
+  for (int m = TM_IDLE; m <= TM_PACKET; m++) {
+    conn *c;
+    while ((c = srv->thead[m]) != NULL && c->due <= now) {
+      tl_unlink(c);
+      milter_ctx_log(&c->ctx, MILTER_LOG_WARNING,
+                     m == TM_PACKET ? "closing: packet not complete after %llu ms"
+                                    : "closing: idle for %llu ms",
+                     (unsigned long long)(m == TM_PACKET
+                                              ? srv->opts.packet_timeout_ms
+                                              : srv->opts.idle_timeout_ms));
+      conn_close(c);
+    }
+  }
+  tl_schedule(srv);
 }
 
 static void arm_timer(conn *c) {
   const milter_server_opts *o = &c->srv->opts;
   if (milter_session_paused(&c->ctx)) {
-    uv_timer_stop(&c->timer);
-    c->tmode = TM_OFF;
+    tl_unlink(c);
   } else if (milter_decoder_busy(&c->ctx.dec)) {
     /* The packet clock runs from the packet's first byte (slowloris). */
-    if (c->tmode != TM_PACKET) {
-      c->tmode = TM_PACKET;
-      if (o->packet_timeout_ms)
-        uv_timer_start(&c->timer, on_timer, o->packet_timeout_ms, 0);
-      else
-        uv_timer_stop(&c->timer);
-    }
+    if (c->tmode != TM_PACKET)
+      tl_arm(c, TM_PACKET, o->packet_timeout_ms);
   } else {
-    c->tmode = TM_IDLE;
-    if (o->idle_timeout_ms)
-      uv_timer_start(&c->timer, on_timer, o->idle_timeout_ms, 0);
-    else
-      uv_timer_stop(&c->timer);
+    tl_arm(c, TM_IDLE, o->idle_timeout_ms);
   }
 }
 
@@ -332,7 +390,7 @@ static void conn_close(conn *c) {
   c->reading = 0;
   srv->nconns--;
   uv_close(&c->h.handle, on_conn_handle_closed);
-  uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+  tl_unlink(c);
   c->kept = milter_session_gone(&c->ctx) == 1;
   milter_buf_free(&c->ctx.out); /* nobody to send it to */
 }
@@ -409,9 +467,7 @@ static int on_accepted(void *data, int fd, int is_unix, const char *peer) {
     uv_close(&c->h.handle, free_data_cb);
     return MILTER_ACCEPT_TAKEN;
   }
-  uv_timer_init(srv->loop, &c->timer);
-  c->timer.data = c;
-  c->handles = 2;
+  c->handles = 1;
   milter_session_init(&c->ctx, &srv->desc, &srv->env, c, peer);
   c->next = srv->conns;
   if (srv->conns != NULL)
@@ -530,6 +586,7 @@ static void server_check_done(milter_server *srv) {
   uv_close((uv_handle_t *)&srv->stop_async, server_handle_closed);
   uv_close((uv_handle_t *)&srv->idle, server_handle_closed);
   uv_close((uv_handle_t *)&srv->drain, server_handle_closed);
+  uv_close((uv_handle_t *)&srv->ctimer, server_handle_closed);
   milter_poster_close(&srv->poster, server_handle_closed);
   mf_sigpipe_pair_close(&srv->sigpipe, server_handle_closed);
   if (srv->notify.fd >= 0)
@@ -642,8 +699,11 @@ int milter_server_new(milter_server **out, uv_loop_t *loop,
   uv_timer_init(loop, &srv->drain);
   srv->drain.data = srv;
   uv_unref((uv_handle_t *)&srv->drain);
+  uv_timer_init(loop, &srv->ctimer);
+  srv->ctimer.data = srv;
+  uv_unref((uv_handle_t *)&srv->ctimer);
   mf_sigpipe_pair_init(&srv->sigpipe, loop, srv);
-  srv->handles_open = 6;
+  srv->handles_open = 7;
   if (srv->notify.fd >= 0) {
     uv_timer_init(loop, &srv->notify_timer);
     srv->notify_timer.data = srv;
