@@ -1,6 +1,8 @@
 /* macros.c -- macros received from the MTA, kept per stage.
  *
- * Each stage keeps one copy of its SMFIC_MACRO payload (name\0value\0...).
+ * Each stage keeps one copy of its SMFIC_MACRO payload (name\0value\0...)
+ * behind a 4-byte length, in one allocation: an idle connection holds its
+ * CONNECT (and HELO) macros and nothing else for them.
  * Lifetimes follow the protocol: CONNECT/HELO macros last until QUIT or
  * QUIT_NC, the message's until ABORT or the end of the message. */
 #include "session.h"
@@ -13,25 +15,25 @@ void milter_macros_store(milter_ctx *ctx, int stage, const char *p,
                          size_t len) {
   char *copy = NULL;
   if (len > 0) {
-    copy = xmalloc(len);
+    uint32_t n = (uint32_t)len; /* len <= the packet limit */
+    copy = xmalloc(sizeof n + len);
     if (copy == NULL) {
       /* A callback would read the connection without them (no queue id,
        * no {auth_authen}: an authenticated sender taken for a stranger). */
       milter_session_oom(ctx, "macros");
       return;
     }
-    memcpy(copy, p, len);
+    memcpy(copy, &n, sizeof n);
+    memcpy(copy + sizeof n, p, len);
   }
   free(ctx->macros[stage]);
   ctx->macros[stage] = copy;
-  ctx->macro_len[stage] = (uint32_t)len;
 }
 
 void milter_macros_clear(milter_ctx *ctx, int from_stage) {
   for (int i = from_stage; i < MAC_COUNT; i++) {
     free(ctx->macros[i]);
     ctx->macros[i] = NULL;
-    ctx->macro_len[i] = 0;
   }
 }
 
@@ -55,7 +57,10 @@ const char *milter_ctx_macro(const milter_ctx *ctx, const char *name) {
     const char *p = ctx->macros[st];
     if (p == NULL)
       continue;
-    const char *end = p + ctx->macro_len[st];
+    uint32_t plen;
+    memcpy(&plen, p, sizeof plen);
+    p += sizeof plen;
+    const char *end = p + plen;
     while (p < end) {
       const char *nend = memchr(p, '\0', (size_t)(end - p));
       if (nend == NULL || nend + 1 >= end)

@@ -47,6 +47,7 @@ typedef struct conn {
   unsigned kept : 1;   /* socket gone, reply still pending */
   unsigned writes : 1; /* a uv_write in flight (one at a time) */
   milter_ctx ctx;
+  char peer[]; /* ctx.peer: the MTA's address, in the same block */
 } conn;
 
 struct milter_server {
@@ -444,11 +445,13 @@ static int on_accepted(void *data, int fd, int is_unix, const char *peer) {
     close(fd);
     return MILTER_ACCEPT_REFUSED;
   }
-  conn *c = xcalloc(1, sizeof *c);
+  size_t plen = strlen(peer) + 1;
+  conn *c = xcalloc(1, sizeof *c + plen);
   if (c == NULL) {
     close(fd);
     return -ENOMEM;
   }
+  memcpy(c->peer, peer, plen);
   c->srv = srv;
   int rc;
   if (is_unix) {
@@ -468,7 +471,7 @@ static int on_accepted(void *data, int fd, int is_unix, const char *peer) {
     return MILTER_ACCEPT_TAKEN;
   }
   c->handles = 1;
-  milter_session_init(&c->ctx, &srv->desc, &srv->env, c, peer);
+  milter_session_init(&c->ctx, &srv->desc, &srv->env, c, c->peer);
   c->next = srv->conns;
   if (srv->conns != NULL)
     srv->conns->prev = c;

@@ -153,7 +153,7 @@ void milter_session_init(milter_ctx *ctx, const milter_filter_desc *desc,
                       cap < MILTER_DATA_64K + 1 ? cap : MILTER_DATA_64K + 1);
   if (desc->flags & MILTER_DESC_STREAM_BODY)
     ctx->dec.stream_cmd = MILTER_CMD_BODY;
-  snprintf(ctx->peer, sizeof ctx->peer, "%s", peer ? peer : "?");
+  ctx->peer = peer ? peer : "?";
 }
 
 static void clear_reply(milter_ctx *ctx) {

@@ -87,8 +87,9 @@ struct milter_ctx {
   milter_buf out;     /* bytes to send to the MTA */
   milter_buf backlog; /* unprocessed input while a reply is pending */
   milter_decoder dec;
-  char *macros[MAC_COUNT]; /* copies of name\0value\0... */
-  uint32_t macro_len[MAC_COUNT];
+  /* Each stage's SMFIC_MACRO payload: a 4-byte length (host order), then
+   * the copy of name\0value\0... (macros.c), or NULL. */
+  char *macros[MAC_COUNT];
   uint8_t *reply; /* encoded custom SMFIR_REPLYCODE packet, or NULL */
   uint32_t reply_len;
   milter_buf acts;    /* queued end-of-message actions (encoded) */
@@ -119,7 +120,7 @@ struct milter_ctx {
   unsigned close_req : 1;   /* the filter returned MILTER_CLOSE */
   unsigned deferred_conn : 1; /* deferred at CONNECT/HELO: whole connection */
   unsigned deferred_told : 1; /* its delivery was logged */
-  char peer[60];
+  const char *peer; /* as given to milter_session_init (not copied) */
   /* milter_ctx_post() without allocating (post.h). */
   struct milter_post_item post_slot;
   atomic_int post_slot_busy;
@@ -127,6 +128,8 @@ struct milter_ctx {
 
 #define MILTER_SESSION_PAUSED 1
 
+/* peer (for log lines and milter_ctx_peer) is kept by pointer: it must
+ * outlive the session (the server keeps it in the connection's block). */
 void milter_session_init(milter_ctx *ctx, const milter_filter_desc *desc,
                          const milter_session_env *env, void *glue,
                          const char *peer);
