@@ -34,8 +34,7 @@ enum { TM_OFF, TM_IDLE, TM_PACKET };
 
 typedef struct conn {
   stream_u h;
-  milter_server *srv;
-  struct conn *prev, *next;   /* every live conn */
+  struct conn *prev, *next;   /* every live conn (the server: CSRV) */
   struct conn *wnext;         /* wake list */
   struct conn *tprev, *tnext; /* the server's list for tmode */
   uint64_t due;               /* loop time when tmode's timeout fires */
@@ -49,6 +48,9 @@ typedef struct conn {
   milter_ctx ctx;
   char peer[]; /* ctx.peer: the MTA's address, in the same block */
 } conn;
+
+/* A conn's server, from its session's environment (a pointer less). */
+#define CSRV(c) ((c)->ctx.env->server)
 
 struct milter_server {
   uv_loop_t *loop;
@@ -119,7 +121,7 @@ static void conn_close(conn *c);
 static void conn_maybe_free(conn *c) {
   if (c->handles != 0 || c->kept || c->on_wake)
     return;
-  milter_server *srv = c->srv;
+  milter_server *srv = CSRV(c);
   if (c->prev != NULL)
     c->prev->next = c->next;
   else
@@ -225,7 +227,7 @@ static int conn_flush(conn *c) {
  * an append, and one timer runs for the earliest head.  The timer may fire
  * early (its head was re-armed since): it then only runs again. */
 static void tl_unlink(conn *c) {
-  milter_server *srv = c->srv;
+  milter_server *srv = CSRV(c);
   int m = c->tmode;
   if (m == TM_OFF)
     return;
@@ -258,7 +260,7 @@ static void tl_schedule(milter_server *srv) {
 
 /* Start timeout mode m of ms milliseconds from now (0: none). */
 static void tl_arm(conn *c, int m, uint64_t ms) {
-  milter_server *srv = c->srv;
+  milter_server *srv = CSRV(c);
   tl_unlink(c);
   if (ms == 0)
     return;
@@ -293,7 +295,7 @@ static void on_conn_timers(uv_timer_t *t) {
 }
 
 static void arm_timer(conn *c) {
-  const milter_server_opts *o = &c->srv->opts;
+  const milter_server_opts *o = &CSRV(c)->opts;
   if (milter_session_paused(&c->ctx)) {
     tl_unlink(c);
   } else if (milter_decoder_busy(&c->ctx.dec)) {
@@ -308,7 +310,7 @@ static void arm_timer(conn *c) {
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   conn *c = h->data;
   (void)hint;
-  *buf = uv_buf_init(c->srv->rbuf, sizeof c->srv->rbuf);
+  *buf = uv_buf_init(CSRV(c)->rbuf, sizeof CSRV(c)->rbuf);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
@@ -334,7 +336,7 @@ static void conn_after(conn *c, int r) {
     if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
       c->reading = 1;
   }
-  if (c->srv->stopping && !milter_session_busy(&c->ctx)) {
+  if (CSRV(c)->stopping && !milter_session_busy(&c->ctx)) {
     milter_ctx_log(&c->ctx, MILTER_LOG_INFO,
                    "closing: server stopping, no message in progress");
     conn_close(c);
@@ -386,7 +388,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 static void conn_close(conn *c) {
   if (!c->sock_open)
     return;
-  milter_server *srv = c->srv;
+  milter_server *srv = CSRV(c);
   c->sock_open = 0;
   c->reading = 0;
   srv->nconns--;
@@ -423,7 +425,7 @@ static void on_idle(uv_idle_t *h) {
 
 static void on_wake(milter_ctx *ctx) {
   conn *c = ctx->glue;
-  milter_server *srv = c->srv;
+  milter_server *srv = CSRV(c);
   if (c->on_wake)
     return;
   c->on_wake = 1;
@@ -452,7 +454,6 @@ static int on_accepted(void *data, int fd, int is_unix, const char *peer) {
     return -ENOMEM;
   }
   memcpy(c->peer, peer, plen);
-  c->srv = srv;
   int rc;
   if (is_unix) {
     uv_pipe_init(srv->loop, &c->h.pipe, 0);

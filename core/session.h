@@ -91,7 +91,7 @@ struct milter_ctx {
    * the copy of name\0value\0... (macros.c), or NULL. */
   char *macros[MAC_COUNT];
   uint8_t *reply; /* encoded custom SMFIR_REPLYCODE packet, or NULL */
-  uint32_t reply_len;
+  uint8_t *deferred_reply; /* see deferred below */
   milter_buf acts;    /* queued end-of-message actions (encoded) */
   milter_buf newbody; /* replacement body bytes */
   /* Negotiated with the MTA. */
@@ -100,17 +100,18 @@ struct milter_ctx {
   uint32_t nr_sent;     /* NR_* bits the MTA agreed to: it waits for nothing */
   uint32_t nr_fake;     /* NR_* bits wanted but unknown to the MTA: faked */
   uint32_t skip_states; /* MI_MASK of stages NO* allows to skip (fix_stm) */
+  uint32_t reply_len;   /* of reply (here: no hole in the struct) */
+  uint32_t deferred_reply_len;
   uint8_t state;        /* enum milter_stage */
   uint8_t pending;      /* command whose reply is PENDING, or 0 */
   uint8_t frag;         /* a streamed BODY packet: FRAG_* (session.c) */
   uint8_t frag_st;      /* its status so far (milter_status) */
   /* A final status returned for a command whose reply was negotiated away
    * (session.c, "Deferred status"): 0 (none) or the milter_status, the
-   * command it came from, and the custom reply kept with it. */
+   * command it came from, and the custom reply kept with it (deferred_reply
+   * and its length, above with the other pointers and counts: no holes). */
   uint8_t deferred;
   uint8_t deferred_cmd;
-  uint8_t *deferred_reply;
-  uint32_t deferred_reply_len;
   unsigned negotiated : 1;
   unsigned in_msg : 1;      /* a message is in progress (reset exactly once) */
   unsigned in_eom : 1;      /* eom callback running or its reply pending */
