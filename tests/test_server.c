@@ -507,6 +507,47 @@ static void test_max_connections_and_idle(void **state) {
   srv_stop(&t);
 }
 
+/* Timeouts are per connection (the server keeps them on one timer): a
+ * connection that keeps sending outlives several idle timeouts while the
+ * idle ones around it, opened before and after it, are closed. */
+static void test_idle_timeout_per_connection(void **state) {
+  (void)state;
+  milter_server_opts o = base_opts();
+  o.idle_timeout_ms = 600;
+  tsrv t;
+  srv_start(&t, &o, "inet:0@127.0.0.1");
+  milter_buf b;
+  milter_buf_init(&b);
+  int fd[3];
+  for (int i = 0; i < 3; i++) {
+    fd[i] = cli_tcp(t.port);
+    assert_int_equal(milter_enc_optneg(&b, 6, MILTER_ACT_ALL, 0x1FFFFF), 0);
+    cli_send(fd[i], &b);
+    assert_int_equal(cli_reply(fd[i], 3000), 'O');
+  }
+  /* fd[1] sends a macro packet (no reply) every 100 ms for 2 s. */
+  const char *mac[] = {"j", "mx"};
+  int idle_closed = 0;
+  for (int k = 0; k < 20; k++) {
+    assert_int_equal(milter_enc_macro(&b, 'C', 1, mac), 0);
+    cli_send(fd[1], &b);
+    usleep(100000);
+  }
+  for (int i = 0; i < 3; i += 2)
+    idle_closed += cli_eof(fd[i], 3000);
+  assert_int_equal(idle_closed, 2);
+  struct pollfd pfd = {.fd = fd[1], .events = POLLIN};
+  assert_int_equal(poll(&pfd, 1, 0), 0); /* neither closed nor answered */
+  /* ... and still served: it answers its CONNECT. */
+  assert_int_equal(milter_enc_connect(&b, "client", '4', 1, "192.0.2.9"), 0);
+  cli_send(fd[1], &b);
+  assert_int_equal(cli_reply(fd[1], 3000), 'c');
+  for (int i = 0; i < 3; i++)
+    close(fd[i]);
+  milter_buf_free(&b);
+  srv_stop(&t);
+}
+
 static void test_unix_stale_mode(void **state) {
   (void)state;
   char path[64], spec[80];
@@ -788,6 +829,7 @@ int main(void) {
       cmocka_unit_test(test_malformed_inputs),
       cmocka_unit_test(test_slowloris),
       cmocka_unit_test(test_max_connections_and_idle),
+      cmocka_unit_test(test_idle_timeout_per_connection),
       cmocka_unit_test(test_unix_stale_mode),
       cmocka_unit_test(test_every_spec_form),
       cmocka_unit_test(test_pending_reply_from_worker),
