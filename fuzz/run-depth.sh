@@ -15,9 +15,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 build=$1
 shift
 work=$here/corpus-work
-# lsan.supp: a known leak inside GMime (fuzz_header).
-: "${LSAN_OPTIONS:=suppressions=$here/lsan.supp}"
-export LSAN_OPTIONS
 mkdir -p "$work/logs" "$work/artifacts"
 for piece in "$@"; do
   t=${piece%%:*}
