@@ -2,7 +2,7 @@
 # Install the Debian 12 packages that build and test mailfilter need (the
 # list is scripts/packages.txt).  Idempotent: when every package is already
 # installed it does nothing (no apt-get update, no network).  Used by
-# scripts/quickstart.sh, scripts/test-all.sh and .ci/run.
+# scripts/quickstart.sh and scripts/test-all.sh; .ci/run installs the same list.
 # Needs root (uses sudo if not) only when something is missing.
 set -euo pipefail
 LIST="$(dirname "$0")/packages.txt"
