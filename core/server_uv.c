@@ -80,8 +80,7 @@ struct milter_server {
   /* The service manager (notify.h): on when NOTIFY_SOCKET was set. */
   mf_notify notify;
   uv_timer_t notify_timer; /* inited only when notify is on */
-  milter_status (*user_eom)(milter_ctx *ctx);
-  uint64_t messages; /* end-of-message commands received */
+  uint64_t messages; /* end-of-message commands (env.eom_count) */
   unsigned st_conns; /* counts of the last STATUS= sent */
   uint64_t st_msgs;
   int ready; /* READY=1 sent */
@@ -495,14 +494,6 @@ static int on_accepted(void *data, int fd, int is_unix, const char *peer) {
 
 enum { NOTIFY_TICK_MS = 1000 };
 
-/* Messages are counted at the end-of-message command, around the filter's
- * own eom callback (a NULL one answers CONTINUE, as the session does). */
-static milter_status count_eom(milter_ctx *ctx) {
-  milter_server *srv = ctx->env->server;
-  srv->messages++;
-  return srv->user_eom != NULL ? srv->user_eom(ctx) : MILTER_CONTINUE;
-}
-
 /* first ("READY=1\n", "STOPPING=1\n" or "") and STATUS= with the counts. */
 static void notify_send(milter_server *srv, const char *first) {
   char msg[160];
@@ -684,8 +675,7 @@ int milter_server_new(milter_server **out, uv_loop_t *loop,
   srv->env.log_data = srv->opts.log_data;
   srv->env.log_level = srv->opts.log_level;
   srv->env.hard_cap = srv->opts.hard_cap;
-  srv->user_eom = srv->desc.cb.eom;
-  srv->desc.cb.eom = count_eom;
+  srv->env.eom_count = &srv->messages;
   if (milter_poster_init(&srv->poster, loop) < 0) {
     if (srv->own)
       uv_loop_close(loop);

@@ -45,6 +45,9 @@ typedef struct milter_session_env {
   void *log_data;
   milter_log_level log_level;
   uint32_t hard_cap; /* largest packet accepted (0 = default) */
+  /* Counted up at each end-of-message command given to the filter (the
+   * server's STATUS=), or NULL. */
+  uint64_t *eom_count;
 } milter_session_env;
 
 /* Libmilter's stages (engine.c ST_*), same numbering. */
