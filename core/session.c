@@ -447,6 +447,14 @@ static int negotiate(milter_ctx *ctx, const milter_optneg *o) {
 /* Replies                                                                  */
 /* ------------------------------------------------------------------------ */
 
+/* sendreply(): the custom reply is used only when its class matches the
+ * status (5xx with REJECT, 4xx with TEMPFAIL). */
+static int reply_matches(const milter_ctx *ctx, milter_status st) {
+  return ctx->reply != NULL &&
+         ((st == MILTER_REJECT && ctx->reply[5] == '5') ||
+          (st == MILTER_TEMPFAIL && ctx->reply[5] == '4'));
+}
+
 static void append_status(milter_ctx *ctx, uint8_t cmd, milter_status st) {
   uint8_t code;
   switch (st) {
@@ -475,9 +483,7 @@ static void append_status(milter_ctx *ctx, uint8_t cmd, milter_status st) {
     code = MILTER_REPLY_TEMPFAIL;
     st = MILTER_TEMPFAIL;
   }
-  /* sendreply(): the custom reply is used only when its class matches. */
-  if (ctx->reply != NULL && ((st == MILTER_REJECT && ctx->reply[5] == '5') ||
-                             (st == MILTER_TEMPFAIL && ctx->reply[5] == '4'))) {
+  if (reply_matches(ctx, st)) {
     int rc = milter_buf_append(&ctx->out, ctx->reply, ctx->reply_len);
     clear_reply(ctx);
     if (rc == 0)
@@ -584,8 +590,7 @@ static void defer(milter_ctx *ctx, uint8_t cmd, milter_status st) {
   ctx->deferred_conn = cmd == MILTER_CMD_CONNECT || cmd == MILTER_CMD_HELO;
   ctx->deferred_told = 0;
   /* The custom reply goes with it when it would be used with st. */
-  if (ctx->reply != NULL && ((st == MILTER_REJECT && ctx->reply[5] == '5') ||
-                             (st == MILTER_TEMPFAIL && ctx->reply[5] == '4'))) {
+  if (reply_matches(ctx, st)) {
     ctx->deferred_reply = ctx->reply;
     ctx->deferred_reply_len = ctx->reply_len;
     ctx->reply = NULL;
