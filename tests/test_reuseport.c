@@ -23,6 +23,8 @@
 
 #include <mailfilter/milter.h>
 
+#include "testutil.h"
+
 static char logbuf[1 << 14];
 
 static void t_log(void *ud, milter_log_level lvl, const char *msg) {
@@ -78,12 +80,8 @@ static void spec_of(char *out, size_t n, int port) {
 }
 
 static int cli_connect(int port) {
-  struct sockaddr_in sa = {.sin_family = AF_INET,
-                           .sin_port = htons((uint16_t)port),
-                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = tu_connect_loopback(port);
   assert_true(fd >= 0);
-  assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
   return fd;
 }
 

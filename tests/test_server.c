@@ -192,23 +192,14 @@ static void srv_stop(tsrv *t) {
  */
 
 static int cli_tcp(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((uint16_t)port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  int fd = tu_connect_loopback(port);
+  assert_true(fd >= 0);
   return fd;
 }
 
 static int cli_unix(const char *path) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_un su;
-  memset(&su, 0, sizeof su);
-  su.sun_family = AF_UNIX;
-  snprintf(su.sun_path, sizeof su.sun_path, "%s", path);
-  assert_int_equal(connect(fd, (struct sockaddr *)&su, sizeof su), 0);
+  int fd = tu_connect_unix(path);
+  assert_true(fd >= 0);
   return fd;
 }
 

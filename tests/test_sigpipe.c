@@ -305,12 +305,8 @@ static void srv_stop(tsrv *t) {
  */
 
 static int unix_connect(const char *path) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_un su;
-  memset(&su, 0, sizeof su);
-  su.sun_family = AF_UNIX;
-  snprintf(su.sun_path, sizeof su.sun_path, "%s", path);
-  assert_int_equal(connect(fd, (struct sockaddr *)&su, sizeof su), 0);
+  int fd = tu_connect_unix(path);
+  assert_true(fd >= 0);
   return fd;
 }
 

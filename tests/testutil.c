@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,14 +66,20 @@ int tu_count_fds(void) {
   return tu_count_entries("/proc/self/fd") - 1; /* the DIR's own fd */
 }
 
+/* A TCP socket and 127.0.0.1:port in *sa, or -1. */
+static int loopback_socket(struct sockaddr_in *sa, int port) {
+  memset(sa, 0, sizeof *sa);
+  sa->sin_family = AF_INET;
+  sa->sin_port = htons((uint16_t)port);
+  sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+}
+
 int tu_listen_loopback(int *port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sa;
+  int fd = loopback_socket(&sa, 0);
   if (fd < 0)
     return -1;
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t sl = sizeof sa;
   if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 16) < 0 ||
       getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
@@ -80,6 +87,33 @@ int tu_listen_loopback(int *port) {
     return -1;
   }
   *port = ntohs(sa.sin_port);
+  return fd;
+}
+
+int tu_connect_loopback(int port) {
+  struct sockaddr_in sa;
+  int fd = loopback_socket(&sa, port);
+  if (fd < 0)
+    return -1;
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int tu_connect_unix(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  struct sockaddr_un su;
+  memset(&su, 0, sizeof su);
+  su.sun_family = AF_UNIX;
+  snprintf(su.sun_path, sizeof su.sun_path, "%s", path);
+  if (connect(fd, (struct sockaddr *)&su, sizeof su) != 0) {
+    close(fd);
+    return -1;
+  }
   return fd;
 }
 

@@ -21,6 +21,11 @@ int tu_count_fds(void);
  * -1. */
 int tu_listen_loopback(int *port);
 
+/* A connected stream socket to 127.0.0.1:port / to a unix socket path, or
+ * -1 (errno set). */
+int tu_connect_loopback(int port);
+int tu_connect_unix(const char *path);
+
 /* Our server for filter d on a free loopback port, on its own thread and
  * loop, logging nothing (no signal handlers; 1 s drain on stop).  spec is
  * the socket spec to connect to.  Returns 0 or the failing step's error. */
