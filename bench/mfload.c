@@ -11,7 +11,7 @@
  *   mfload -s SPEC [-c CONNS] [-d SECONDS | -n MESSAGES] [-m MSGS_PER_CONN]
  *          [-b BYTES[:WEIGHT][,BYTES[:WEIGHT]...]] [-H HEADERS] [-r RCPTS]
  *          [-p MILTER_PID] [--spool-dir DIR] [--chaos FRACTION] [--seed N]
- *          [--idle N] [--offer-steps HEX] [--auth USER] [--json]
+ *          [--idle N [--smaps]] [--offer-steps HEX] [--auth USER] [--json]
  *
  * Reports transactions/s, p50/p99/max latency (MAIL sent to EOM reply
  * received), errors, and -- with -p -- the milter process's peak RSS (VmRSS
@@ -38,13 +38,18 @@
  *
  * --idle N opens N connections that negotiate and get CONNECT and HELO
  * answered, then hold them for 2 s and report the milter's RSS growth per
- * connection.
+ * connection, with its VmHWM, RssAnon and RssFile (-p); --smaps adds the
+ * resident memory per mapped file from /proc/PID/smaps at that moment
+ * (summed over each file's mappings; anonymous ones as [heap], [anon]...),
+ * largest first.  In a load run the peaks of RssAnon and RssFile are
+ * reported next to the peak VmRSS.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +79,7 @@ typedef struct cfg {
   int headers, rcpts;
   int pid;
   int idle;
+  int smaps; /* --smaps: resident memory per mapping at the idle point */
   uint32_t steps;
   const char *auth; /* {auth_authen} at MAIL, or NULL */
   int json;
@@ -121,6 +127,7 @@ typedef struct stats {
   double *lat; /* seconds, one per transaction */
   size_t nlat, caplat;
   long rss_max_kb, threads_max, spool_fds_max;
+  long anon_max_kb, file_max_kb; /* peaks of RssAnon, RssFile */
   uint64_t bytes_out; /* written to the milter by finished connections */
   uint32_t protocol;  /* what the first connection negotiated */
   int have_protocol;
@@ -179,6 +186,118 @@ static long proc_status(int pid, const char *key) {
     }
   fclose(f);
   return v;
+}
+
+/* The memory lines of /proc/PID/status (KiB; -1 where missing). */
+typedef struct pmem {
+  long rss, hwm, anon, file, threads;
+} pmem;
+
+static void proc_mem(int pid, pmem *m) {
+  static const struct {
+    const char *key;
+    size_t off;
+  } keys[] = {{"VmRSS:", offsetof(pmem, rss)},
+              {"VmHWM:", offsetof(pmem, hwm)},
+              {"RssAnon:", offsetof(pmem, anon)},
+              {"RssFile:", offsetof(pmem, file)},
+              {"Threads:", offsetof(pmem, threads)}};
+  char path[64], line[256];
+  m->rss = m->hwm = m->anon = m->file = m->threads = -1;
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return;
+  while (fgets(line, sizeof line, f))
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+      if (strncmp(line, keys[i].key, strlen(keys[i].key)) == 0)
+        *(long *)(void *)((char *)m + keys[i].off) =
+            strtol(line + strlen(keys[i].key), NULL, 10);
+  fclose(f);
+}
+
+/* Resident memory of one mapped file (or [heap], [anon], ...), summed over
+ * its mappings. */
+typedef struct smap {
+  char path[240];
+  long rss_kb, anon_kb;
+} smap;
+
+static int smap_cmp(const void *a, const void *b) {
+  const smap *x = a, *y = b;
+  return x->rss_kb < y->rss_kb ? 1 : x->rss_kb > y->rss_kb ? -1 : 0;
+}
+
+/* /proc/PID/smaps by mapped file, largest Rss first; *out is malloc'd.
+ * The number of entries, or -1. */
+static long smaps_read(int pid, smap **out) {
+  char path[64], line[512];
+  snprintf(path, sizeof path, "/proc/%d/smaps", pid);
+  FILE *f = fopen(path, "r");
+  *out = NULL;
+  if (f == NULL)
+    return -1;
+  smap *v = NULL;
+  long n = 0, cap = 0, cur = -1;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    int pos = 0;
+    if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &pos) == 2 &&
+        pos > 0) { /* a mapping: address perms offset dev inode [path] */
+      char *name = line + pos;
+      name[strcspn(name, "\n")] = '\0';
+      if (*name == '\0')
+        name = "[anon]";
+      for (cur = 0; cur < n && strcmp(v[cur].path, name) != 0; cur++)
+        ;
+      if (cur == n) {
+        if (n == cap) {
+          cap = cap ? cap * 2 : 64;
+          smap *p = realloc(v, (size_t)cap * sizeof *p);
+          if (p == NULL)
+            break;
+          v = p;
+        }
+        memset(&v[n], 0, sizeof v[n]);
+        snprintf(v[n].path, sizeof v[n].path, "%s", name);
+        n++;
+      }
+    } else if (cur >= 0 && strncmp(line, "Rss:", 4) == 0) {
+      v[cur].rss_kb += strtol(line + 4, NULL, 10);
+    } else if (cur >= 0 && strncmp(line, "Anonymous:", 10) == 0) {
+      v[cur].anon_kb += strtol(line + 10, NULL, 10);
+    }
+  }
+  fclose(f);
+  if (v != NULL)
+    qsort(v, (size_t)n, sizeof *v, smap_cmp);
+  *out = v;
+  return n;
+}
+
+/* The smaps summary: a JSON array, or lines of text. */
+static void smaps_print(int pid) {
+  smap *v;
+  long n = smaps_read(pid, &v);
+  if (C.json)
+    printf(",\"smaps\":[");
+  else
+    printf("resident memory by mapping (KiB, anonymous part):\n");
+  for (long i = 0; i < n; i++) {
+    if (v[i].rss_kb == 0)
+      continue;
+    if (C.json) {
+      printf("%s{\"path\":\"", i ? "," : "");
+      for (const char *q = v[i].path; *q; q++) /* paths need no more */
+        printf(*q == '"' || *q == '\\' ? "\\%c" : "%c", *q);
+      printf("\",\"rss_kb\":%ld,\"anon_kb\":%ld}", v[i].rss_kb, v[i].anon_kb);
+    } else {
+      printf("  %8ld %8ld  %s\n", v[i].rss_kb, v[i].anon_kb, v[i].path);
+    }
+  }
+  if (C.json)
+    printf("]");
+  free(v);
 }
 
 /* utime+stime of pid in seconds, or -1. */
@@ -297,12 +416,16 @@ static void sample(uv_timer_t *t) {
     checkpoint();
   if (C.pid <= 0)
     return;
-  long rss = proc_status(C.pid, "VmRSS");
-  long th = proc_status(C.pid, "Threads");
-  if (rss > S.rss_max_kb)
-    S.rss_max_kb = rss;
-  if (th > S.threads_max)
-    S.threads_max = th;
+  pmem m;
+  proc_mem(C.pid, &m);
+  if (m.rss > S.rss_max_kb)
+    S.rss_max_kb = m.rss;
+  if (m.threads > S.threads_max)
+    S.threads_max = m.threads;
+  if (m.anon > S.anon_max_kb)
+    S.anon_max_kb = m.anon;
+  if (m.file > S.file_max_kb)
+    S.file_max_kb = m.file;
   if (C.spool_dir != NULL && sample_n++ % 4 == 0) {
     long sp;
     proc_fds(C.pid, &sp);
@@ -788,8 +911,8 @@ static void usage(void) {
           "[-r RCPTS]\n"
           "              [-p MILTER_PID] [--spool-dir DIR] "
           "[--chaos FRACTION] [--seed N]\n"
-          "              [--idle N] [--offer-steps HEX] [--auth USER] "
-          "[--json]\n");
+          "              [--idle N [--smaps]] [--offer-steps HEX] "
+          "[--auth USER] [--json]\n");
 }
 
 /* -b 10240 or -b 20000:3,300000:1.  0 or -1. */
@@ -900,7 +1023,7 @@ static void report_chaos(void) {
 }
 
 static uv_timer_t sampler, ticker;
-static long idle_base_kb;
+static pmem idle_base;
 static int idle_phase;
 
 /* Idle mode: wait for every connection to be held, then measure. */
@@ -912,20 +1035,32 @@ static void idle_tick(uv_timer_t *t) {
   }
   if (idle_phase == 1) {
     sample(&sampler);
-    long rss = C.pid > 0 ? proc_status(C.pid, "VmRSS") : -1;
-    long th = C.pid > 0 ? proc_status(C.pid, "Threads") : -1;
-    double per = idle_ready > 0 && rss > 0
-                     ? (double)(rss - idle_base_kb) * 1024.0 / idle_ready
+    pmem m = {-1, -1, -1, -1, -1}, b = idle_base;
+    if (C.pid > 0)
+      proc_mem(C.pid, &m);
+    double per = idle_ready > 0 && m.rss > 0
+                     ? (double)(m.rss - b.rss) * 1024.0 / idle_ready
                      : 0;
-    if (C.json)
+    if (C.json) {
       printf("{\"mode\":\"idle\",\"connections\":%d,\"errors\":%ld,"
              "\"rss_base_kb\":%ld,\"rss_kb\":%ld,\"bytes_per_conn\":%.0f,"
-             "\"threads\":%ld}\n",
-             idle_ready, S.errors, idle_base_kb, rss, per, th);
-    else
+             "\"threads\":%ld,\"hwm_kb\":%ld,\"rss_anon_kb\":%ld,"
+             "\"rss_file_kb\":%ld,\"base_anon_kb\":%ld,\"base_file_kb\":%ld",
+             idle_ready, S.errors, b.rss, m.rss, per, m.threads, m.hwm, m.anon,
+             m.file, b.anon, b.file);
+      if (C.smaps && C.pid > 0)
+        smaps_print(C.pid);
+      printf("}\n");
+    } else {
       printf("idle: %d connections held (%ld errors); milter RSS %ld KiB "
-             "(base %ld KiB): %.0f bytes per connection; %ld threads\n",
-             idle_ready, S.errors, rss, idle_base_kb, per, th);
+             "(base %ld KiB): %.0f bytes per connection; %ld threads; VmHWM "
+             "%ld KiB, RssAnon %ld KiB (base %ld), RssFile %ld KiB (base "
+             "%ld)\n",
+             idle_ready, S.errors, m.rss, b.rss, per, m.threads, m.hwm, m.anon,
+             b.anon, m.file, b.file);
+      if (C.smaps && C.pid > 0)
+        smaps_print(C.pid);
+    }
     fflush(stdout);
     idle_phase = 2;
     stopping = 1;
@@ -966,6 +1101,7 @@ int main(int argc, char **argv) {
   C.steps = MILTER_P_ALL_STEPS; /* what Postfix 3.x offers; 64K data size */
   static const struct option lo[] = {
       {"idle", required_argument, NULL, 'I'},
+      {"smaps", no_argument, NULL, 'M'},
       {"offer-steps", required_argument, NULL, 'S'},
       {"json", no_argument, NULL, 'J'},
       {"auth", required_argument, NULL, 'A'},
@@ -1010,6 +1146,9 @@ int main(int argc, char **argv) {
       break;
     case 'I':
       C.idle = atoi(optarg);
+      break;
+    case 'M':
+      C.smaps = 1;
       break;
     case 'S':
       C.steps = (uint32_t)strtoul(optarg, NULL, 16);
@@ -1056,6 +1195,7 @@ int main(int argc, char **argv) {
   sample(NULL);
   S.rss_max_kb = 0;
   S.threads_max = 0;
+  S.anon_max_kb = S.file_max_kb = 0;
   S.spool_fds_max = 0;
   snap_take(&S.at_start);
   uv_timer_start(&sampler, sample, 50, 50);
@@ -1064,7 +1204,9 @@ int main(int argc, char **argv) {
   t_stop = t_start + (uint64_t)(C.seconds * 1000);
   uint64_t h0 = uv_hrtime();
   if (C.idle) {
-    idle_base_kb = C.pid > 0 ? proc_status(C.pid, "VmRSS") : -1;
+    idle_base = (pmem){-1, -1, -1, -1, -1};
+    if (C.pid > 0)
+      proc_mem(C.pid, &idle_base);
     idle_open(&ticker);
     uv_run(loop, UV_RUN_DEFAULT);
     return S.errors ? 1 : 0;
@@ -1101,11 +1243,13 @@ int main(int argc, char **argv) {
            "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
            "\"rss_max_kb\":%ld,\"rss_hwm_kb\":%ld,\"threads_max\":%ld,"
            "\"cpu_s_per_1000\":%.4f,\"bytes_to_milter_per_tx\":%.0f,"
-           "\"protocol\":\"0x%x\"",
+           "\"protocol\":\"0x%x\",\"rss_anon_max_kb\":%ld,"
+           "\"rss_file_max_kb\":%ld",
            C.conns, C.body, C.body_arg, C.headers, C.rcpts, C.per_conn, S.done,
            S.errors, S.rejected, S.early, el, tps, pct(0.5) * 1e3,
            pct(0.99) * 1e3, S.nlat ? S.lat[S.nlat - 1] * 1e3 : 0.0,
-           S.rss_max_kb, hwm, S.threads_max, cpu_k, bpt, (unsigned)S.protocol);
+           S.rss_max_kb, hwm, S.threads_max, cpu_k, bpt, (unsigned)S.protocol,
+           S.anon_max_kb, S.file_max_kb);
     report_chaos();
     printf("}\n");
   } else {
