@@ -1048,9 +1048,6 @@ static void idle_tick(uv_timer_t *t) {
              "\"rss_file_kb\":%ld,\"base_anon_kb\":%ld,\"base_file_kb\":%ld",
              idle_ready, S.errors, b.rss, m.rss, per, m.threads, m.hwm, m.anon,
              m.file, b.anon, b.file);
-      if (C.smaps && C.pid > 0)
-        smaps_print(C.pid);
-      printf("}\n");
     } else {
       printf("idle: %d connections held (%ld errors); milter RSS %ld KiB "
              "(base %ld KiB): %.0f bytes per connection; %ld threads; VmHWM "
@@ -1058,9 +1055,11 @@ static void idle_tick(uv_timer_t *t) {
              "%ld)\n",
              idle_ready, S.errors, m.rss, b.rss, per, m.threads, m.hwm, m.anon,
              b.anon, m.file, b.file);
-      if (C.smaps && C.pid > 0)
-        smaps_print(C.pid);
     }
+    if (C.smaps && C.pid > 0)
+      smaps_print(C.pid);
+    if (C.json)
+      printf("}\n");
     fflush(stdout);
     idle_phase = 2;
     stopping = 1;
