@@ -1,13 +1,19 @@
 /* server_uv.c -- the libuv glue around the sans-I/O session.
  *
- * One loop thread serves every connection.  Reads go into one read buffer
- * per server (alloc_cb); the decoder copies only a partial packet into the
- * connection, so an idle connection holds no buffer.  Replies produced by
- * one read are written with one write.  A reply left PENDING stops reading
+ * A server runs N event loops (milter.h, LOOPS), each on its own thread;
+ * loop 0 is the one milter_server_run() runs (or the application's).  Loop 0
+ * accepts every connection and hands it to the loop with the fewest open
+ * connections, through that loop's inbox (a list under a mutex and a
+ * uv_async_t); a connection then stays on its loop for its whole life.
+ * Within a loop: reads go into one read buffer per loop (alloc_cb); the
+ * decoder copies only a partial packet into the connection, so an idle
+ * connection holds no buffer.  Replies produced by one read are written with
+ * one write.  A reply left PENDING keeps reading into the session's backlog
  * until milter_ctx_reply(); its wake-up is deferred to an idle handle so
  * that user code is never re-entered. */
 #include <errno.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,15 +34,20 @@ typedef union stream_u {
   uv_pipe_t pipe;
   uv_stream_t stream;
   uv_handle_t handle;
+  struct { /* before the handle exists: in a loop's inbox */
+    int fd;
+    int is_unix;
+  } pre;
 } stream_u;
 
-enum { TM_OFF, TM_IDLE, TM_PACKET };
+/* Timeout modes: the one running for a conn, and the list it is on. */
+enum { TM_OFF, TM_IDLE, TM_PACKET, TM_PROGRESS, TM_COUNT };
 
 typedef struct conn {
   stream_u h;
-  struct conn *prev, *next;   /* every live conn (the server: CSRV) */
-  struct conn *wnext;         /* wake list */
-  struct conn *tprev, *tnext; /* the server's list for tmode */
+  struct conn *prev, *next;   /* every live conn of the loop */
+  struct conn *wnext;         /* wake list; the inbox before that */
+  struct conn *tprev, *tnext; /* the loop's list for tmode */
   uint64_t due;               /* loop time when tmode's timeout fires */
   uint8_t handles;            /* open libuv handles */
   uint8_t tmode;              /* TM_*: the timeout running, and its list */
@@ -49,51 +60,81 @@ typedef struct conn {
   char peer[]; /* ctx.peer: the MTA's address, in the same block */
 } conn;
 
-/* A conn's server, from its session's environment (a pointer less). */
-#define CSRV(c) ((c)->ctx.env->server)
-
-struct milter_server {
+/* One event loop and the connections on it.  Only its thread touches it,
+ * except the fields marked otherwise. */
+typedef struct mloop {
+  /* First: a conn's session environment is its loop's (CLOOP). */
+  milter_session_env env;
+  milter_server *srv;
   uv_loop_t *loop;
   uv_loop_t own_loop;
-  int own;
-  milter_filter_desc desc;
-  milter_server_opts opts;
-  milter_session_env env;
-  milter_acceptor acc; /* listeners; inited by the first listen */
-  int port;
+  unsigned idx;
+  uv_thread_t thread;
+  int thread_started;
   conn *conns;
-  unsigned nconns; /* open sockets */
-  unsigned nctx;   /* conn structs alive */
+  atomic_uint nconns; /* open sockets; loop 0 reads it to spread */
+  unsigned nctx;      /* conn structs alive */
   conn *wake_head;
   milter_poster poster;
-  uv_async_t stop_async;
+  /* The inbox: conns handed over by loop 0, and stop requests (any
+   * thread, under inbox_mu). */
+  uv_async_t inbox_async;
+  uv_mutex_t inbox_mu;
+  conn *inbox_head, *inbox_tail;
+  int stop_req; /* 1: stop and drain, 2: stop now */
   uv_idle_t idle;
   uv_timer_t drain;
   /* Connection timeouts (arm_timer): the conns of each TM_* mode in the
    * order of their deadlines, and one timer for them all. */
-  conn *thead[3], *ttail[3];
+  conn *thead[TM_COUNT], *ttail[TM_COUNT];
   uv_timer_t ctimer;
   uint64_t ctimer_due; /* when ctimer fires, while active */
+  mf_sigpipe_pair sigpipe; /* SIGPIPE blocked in the poll phase */
+  uv_pipe_t reserve;       /* never opened: see loop_init */
+  uint64_t messages; /* end-of-message commands (env.eom_count); read
+                      * with __atomic_load_n by loop 0 for STATUS= */
+  int stopping;
+  int handles_open;
+  int closed;
+  char rbuf[65536];
+} mloop;
+
+struct milter_server {
+  mloop *loops;
+  unsigned nloops;
+  unsigned next_loop; /* where the search for the least busy starts */
+  int own;            /* the loops are ours (milter_server_new, NULL) */
+  int threads;        /* loops 1..nrun-1 run on their threads */
+  unsigned nrun;      /* loops taking connections while threads is set */
+  milter_filter_desc desc;
+  milter_server_opts opts;
+  milter_acceptor acc; /* listeners (loop 0); inited by the first listen */
+  int port;
+  atomic_uint nconns; /* open sockets, every loop */
+  atomic_int stop_req;
   uv_signal_t sigs[2];
   int nsigs;
-  mf_sigpipe_pair sigpipe; /* SIGPIPE blocked in the poll phase */
   /* The service manager (notify.h): on when NOTIFY_SOCKET was set. */
   mf_notify notify;
   uv_timer_t notify_timer; /* inited only when notify is on */
-  uint64_t messages; /* end-of-message commands (env.eom_count) */
   unsigned st_conns; /* counts of the last STATUS= sent */
   uint64_t st_msgs;
   int ready; /* READY=1 sent */
   int stopping;
-  int handles_open;
-  atomic_int closed; /* server handles closing: stop() is a no-op */
-  char rbuf[65536];
+  atomic_int closed; /* loop 0 closing: stop() is a no-op */
 };
+
+/* A conn's loop, from its session's environment (a pointer less). */
+#define CLOOP(c) ((mloop *)(void *)(c)->ctx.env)
+#define LOOP0(srv) (&(srv)->loops[0])
 
 /* Input kept while a reply is pending before reading stops. */
 #define PAUSED_BACKLOG_MAX (MILTER_DATA_1M + 5)
 
-#define SLOG(srv, lvl, ...) milter_logf(&(srv)->env, lvl, __VA_ARGS__)
+#define SLOG(srv, lvl, ...) milter_logf(&LOOP0(srv)->env, lvl, __VA_ARGS__)
+
+/* Most loops a server runs (MAILFILTER_LOOPS and opts.loops are capped). */
+enum { LOOPS_MAX = 1024 };
 
 void milter_server_opts_init(milter_server_opts *o) {
   memset(o, 0, sizeof *o);
@@ -114,23 +155,23 @@ void milter_server_opts_init(milter_server_opts *o) {
 /* Connections                                                              */
 /* ------------------------------------------------------------------------ */
 
-static void server_check_done(milter_server *srv);
+static void loop_check_done(mloop *L);
 static void conn_close(conn *c);
 
 static void conn_maybe_free(conn *c) {
   if (c->handles != 0 || c->kept || c->on_wake)
     return;
-  milter_server *srv = CSRV(c);
+  mloop *L = CLOOP(c);
   if (c->prev != NULL)
     c->prev->next = c->next;
   else
-    srv->conns = c->next;
+    L->conns = c->next;
   if (c->next != NULL)
     c->next->prev = c->prev;
   milter_session_free(&c->ctx);
   free(c);
-  srv->nctx--;
-  server_check_done(srv);
+  L->nctx--;
+  loop_check_done(L);
 }
 
 static void on_conn_handle_closed(uv_handle_t *h) {
@@ -220,83 +261,91 @@ static int conn_flush(conn *c) {
 }
 
 /* Connection timeouts.  A uv_timer_t per connection would cost 152 bytes
- * each; instead every timeout kind (idle, packet) has one fixed duration, so
- * a deadline set now is never earlier than any already in its list:
- * appending keeps each list sorted by deadline, re-arming is an unlink and
- * an append, and one timer runs for the earliest head.  The timer may fire
- * early (its head was re-armed since): it then only runs again. */
+ * each; instead every timeout kind (idle, packet, progress) has one fixed
+ * duration, so a deadline set now is never earlier than any already in its
+ * list: appending keeps each list sorted by deadline, re-arming is an unlink
+ * and an append, and one timer per loop runs for the earliest head.  The
+ * timer may fire early (its head was re-armed since): it then only runs
+ * again. */
 static void tl_unlink(conn *c) {
-  milter_server *srv = CSRV(c);
+  mloop *L = CLOOP(c);
   int m = c->tmode;
   if (m == TM_OFF)
     return;
   if (c->tprev != NULL)
     c->tprev->tnext = c->tnext;
   else
-    srv->thead[m] = c->tnext;
+    L->thead[m] = c->tnext;
   if (c->tnext != NULL)
     c->tnext->tprev = c->tprev;
   else
-    srv->ttail[m] = c->tprev;
+    L->ttail[m] = c->tprev;
   c->tprev = c->tnext = NULL;
   c->tmode = TM_OFF;
 }
 
 static void on_conn_timers(uv_timer_t *t);
 
-static void tl_schedule(milter_server *srv) {
+static void tl_schedule(mloop *L) {
   uint64_t due = UINT64_MAX;
-  for (int m = TM_IDLE; m <= TM_PACKET; m++)
-    if (srv->thead[m] != NULL && srv->thead[m]->due < due)
-      due = srv->thead[m]->due;
+  for (int m = TM_IDLE; m < TM_COUNT; m++)
+    if (L->thead[m] != NULL && L->thead[m]->due < due)
+      due = L->thead[m]->due;
   if (due == UINT64_MAX ||
-      (uv_is_active((uv_handle_t *)&srv->ctimer) && srv->ctimer_due <= due))
+      (uv_is_active((uv_handle_t *)&L->ctimer) && L->ctimer_due <= due))
     return;
-  uint64_t now = uv_now(srv->loop);
-  srv->ctimer_due = due;
-  uv_timer_start(&srv->ctimer, on_conn_timers, due > now ? due - now : 0, 0);
+  uint64_t now = uv_now(L->loop);
+  L->ctimer_due = due;
+  uv_timer_start(&L->ctimer, on_conn_timers, due > now ? due - now : 0, 0);
 }
 
 /* Start timeout mode m of ms milliseconds from now (0: none). */
 static void tl_arm(conn *c, int m, uint64_t ms) {
-  milter_server *srv = CSRV(c);
+  mloop *L = CLOOP(c);
   tl_unlink(c);
   if (ms == 0)
     return;
   c->tmode = (uint8_t)m;
-  c->due = uv_now(srv->loop) + ms;
-  c->tprev = srv->ttail[m];
+  c->due = uv_now(L->loop) + ms;
+  c->tprev = L->ttail[m];
   if (c->tprev != NULL)
     c->tprev->tnext = c;
   else
-    srv->thead[m] = c;
-  srv->ttail[m] = c;
-  tl_schedule(srv);
+    L->thead[m] = c;
+  L->ttail[m] = c;
+  tl_schedule(L);
 }
 
 static void on_conn_timers(uv_timer_t *t) {
-  milter_server *srv = t->data;
-  uint64_t now = uv_now(srv->loop);
+  mloop *L = t->data;
+  const milter_server_opts *o = &L->srv->opts;
+  uint64_t now = uv_now(L->loop);
+  conn *c;
+  /* A reply still pending: PROGRESS, and again after progress_ms (the
+   * write and the re-arm happen in conn_after, via the wake-up). */
+  while ((c = L->thead[TM_PROGRESS]) != NULL && c->due <= now) {
+    tl_unlink(c);
+    milter_ctx_progress(&c->ctx);
+  }
   for (int m = TM_IDLE; m <= TM_PACKET; m++) {
-    conn *c;
-    while ((c = srv->thead[m]) != NULL && c->due <= now) {
+    while ((c = L->thead[m]) != NULL && c->due <= now) {
       tl_unlink(c);
       milter_ctx_log(&c->ctx, MILTER_LOG_WARNING,
                      m == TM_PACKET ? "closing: packet not complete after %llu ms"
                                     : "closing: idle for %llu ms",
-                     (unsigned long long)(m == TM_PACKET
-                                              ? srv->opts.packet_timeout_ms
-                                              : srv->opts.idle_timeout_ms));
+                     (unsigned long long)(m == TM_PACKET ? o->packet_timeout_ms
+                                                         : o->idle_timeout_ms));
       conn_close(c);
     }
   }
-  tl_schedule(srv);
+  tl_schedule(L);
 }
 
 static void arm_timer(conn *c) {
-  const milter_server_opts *o = &CSRV(c)->opts;
+  const milter_server_opts *o = &CLOOP(c)->srv->opts;
   if (milter_session_paused(&c->ctx)) {
-    tl_unlink(c);
+    if (c->tmode != TM_PROGRESS)
+      tl_arm(c, TM_PROGRESS, o->progress_ms);
   } else if (milter_decoder_busy(&c->ctx.dec)) {
     /* The packet clock runs from the packet's first byte (slowloris). */
     if (c->tmode != TM_PACKET)
@@ -309,7 +358,7 @@ static void arm_timer(conn *c) {
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   conn *c = h->data;
   (void)hint;
-  *buf = uv_buf_init(CSRV(c)->rbuf, sizeof CSRV(c)->rbuf);
+  *buf = uv_buf_init(CLOOP(c)->rbuf, sizeof CLOOP(c)->rbuf);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
@@ -335,7 +384,7 @@ static void conn_after(conn *c, int r) {
     if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
       c->reading = 1;
   }
-  if (CSRV(c)->stopping && !milter_session_busy(&c->ctx)) {
+  if (CLOOP(c)->stopping && !milter_session_busy(&c->ctx)) {
     milter_ctx_log(&c->ctx, MILTER_LOG_INFO,
                    "closing: server stopping, no message in progress");
     conn_close(c);
@@ -387,10 +436,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 static void conn_close(conn *c) {
   if (!c->sock_open)
     return;
-  milter_server *srv = CSRV(c);
+  mloop *L = CLOOP(c);
   c->sock_open = 0;
   c->reading = 0;
-  srv->nconns--;
+  atomic_fetch_sub_explicit(&L->nconns, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&L->srv->nconns, 1, memory_order_relaxed);
   uv_close(&c->h.handle, on_conn_handle_closed);
   tl_unlink(c);
   c->kept = milter_session_gone(&c->ctx) == 1;
@@ -409,9 +459,9 @@ static void conn_service(conn *c) {
 }
 
 static void on_idle(uv_idle_t *h) {
-  milter_server *srv = h->data;
-  conn *list = srv->wake_head;
-  srv->wake_head = NULL;
+  mloop *L = h->data;
+  conn *list = L->wake_head;
+  L->wake_head = NULL;
   uv_idle_stop(h);
   while (list != NULL) {
     conn *c = list;
@@ -424,25 +474,86 @@ static void on_idle(uv_idle_t *h) {
 
 static void on_wake(milter_ctx *ctx) {
   conn *c = ctx->glue;
-  milter_server *srv = CSRV(c);
+  mloop *L = CLOOP(c);
   if (c->on_wake)
     return;
   c->on_wake = 1;
-  c->wnext = srv->wake_head;
-  srv->wake_head = c;
-  uv_idle_start(&srv->idle, on_idle);
+  c->wnext = L->wake_head;
+  L->wake_head = c;
+  uv_idle_start(&L->idle, on_idle);
 }
 
 static void free_data_cb(uv_handle_t *h) {
   free(h->data);
 }
 
-/* An accepted socket (listen.c): a connection, or refused at once when
- * max_connections are open (the MTA applies its default action now rather
- * than after its connect timeout). */
+/* Loop L takes a conn whose fd is in c->h.pre: its handle, its session. */
+static void conn_start(mloop *L, conn *c) {
+  int fd = c->h.pre.fd, is_unix = c->h.pre.is_unix;
+  int rc;
+  if (is_unix) {
+    uv_pipe_init(L->loop, &c->h.pipe, 0);
+    rc = uv_pipe_open(&c->h.pipe, fd);
+  } else {
+    uv_tcp_init(L->loop, &c->h.tcp);
+    rc = uv_tcp_open(&c->h.tcp, fd);
+    if (rc == 0)
+      uv_tcp_nodelay(&c->h.tcp, 1);
+  }
+  c->h.handle.data = c;
+  if (rc < 0) {
+    milter_logf(&L->env, MILTER_LOG_ERROR, "%s: closing: %s", c->peer,
+                uv_strerror(rc));
+    close(fd); /* a handle takes the fd only when open succeeds */
+    atomic_fetch_sub_explicit(&L->nconns, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&L->srv->nconns, 1, memory_order_relaxed);
+    uv_close(&c->h.handle, free_data_cb);
+    return;
+  }
+  c->handles = 1;
+  milter_session_init(&c->ctx, &L->srv->desc, &L->env, c, c->peer);
+  c->next = L->conns;
+  if (L->conns != NULL)
+    L->conns->prev = c;
+  L->conns = c;
+  L->nctx++;
+  c->sock_open = 1;
+  if (uv_read_start(&c->h.stream, on_alloc, on_read) != 0) {
+    conn_close(c);
+    return;
+  }
+  c->reading = 1;
+  arm_timer(c);
+}
+
+/* The loop with the fewest open connections, from a rotating start (ties
+ * go round).  Loop 0 only while the other loops' threads do not run. */
+static mloop *pick_loop(milter_server *srv) {
+  if (!srv->threads)
+    return LOOP0(srv);
+  unsigned n = srv->nrun, best = srv->next_loop % n;
+  unsigned least = atomic_load_explicit(&srv->loops[best].nconns,
+                                        memory_order_relaxed);
+  for (unsigned k = 1; k < n && least > 0; k++) {
+    unsigned i = (srv->next_loop + k) % n;
+    unsigned v =
+        atomic_load_explicit(&srv->loops[i].nconns, memory_order_relaxed);
+    if (v < least) {
+      least = v;
+      best = i;
+    }
+  }
+  srv->next_loop = best + 1;
+  return &srv->loops[best];
+}
+
+/* An accepted socket (listen.c, loop 0): a connection on the least busy
+ * loop, or refused at once when max_connections are open (the MTA applies
+ * its default action now rather than after its connect timeout). */
 static int on_accepted(void *data, int fd, int is_unix, const char *peer) {
   milter_server *srv = data;
-  if (srv->nconns >= srv->opts.max_connections) {
+  if (atomic_load_explicit(&srv->nconns, memory_order_relaxed) >=
+      srv->opts.max_connections) {
     close(fd);
     return MILTER_ACCEPT_REFUSED;
   }
@@ -453,38 +564,23 @@ static int on_accepted(void *data, int fd, int is_unix, const char *peer) {
     return -ENOMEM;
   }
   memcpy(c->peer, peer, plen);
-  int rc;
-  if (is_unix) {
-    uv_pipe_init(srv->loop, &c->h.pipe, 0);
-    rc = uv_pipe_open(&c->h.pipe, fd);
-  } else {
-    uv_tcp_init(srv->loop, &c->h.tcp);
-    rc = uv_tcp_open(&c->h.tcp, fd);
-    if (rc == 0)
-      uv_tcp_nodelay(&c->h.tcp, 1);
-  }
-  c->h.handle.data = c;
-  if (rc < 0) {
-    SLOG(srv, MILTER_LOG_ERROR, "%s: closing: %s", peer, uv_strerror(rc));
-    close(fd); /* a handle takes the fd only when open succeeds */
-    uv_close(&c->h.handle, free_data_cb);
+  c->h.pre.fd = fd;
+  c->h.pre.is_unix = is_unix;
+  mloop *L = pick_loop(srv);
+  atomic_fetch_add_explicit(&srv->nconns, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&L->nconns, 1, memory_order_relaxed);
+  if (L == LOOP0(srv)) {
+    conn_start(L, c);
     return MILTER_ACCEPT_TAKEN;
   }
-  c->handles = 1;
-  milter_session_init(&c->ctx, &srv->desc, &srv->env, c, c->peer);
-  c->next = srv->conns;
-  if (srv->conns != NULL)
-    srv->conns->prev = c;
-  srv->conns = c;
-  srv->nconns++;
-  srv->nctx++;
-  c->sock_open = 1;
-  if (uv_read_start(&c->h.stream, on_alloc, on_read) != 0) {
-    conn_close(c);
-    return MILTER_ACCEPT_TAKEN;
-  }
-  c->reading = 1;
-  arm_timer(c);
+  uv_mutex_lock(&L->inbox_mu);
+  if (L->inbox_tail != NULL)
+    L->inbox_tail->wnext = c;
+  else
+    L->inbox_head = c;
+  L->inbox_tail = c;
+  uv_mutex_unlock(&L->inbox_mu);
+  uv_async_send(&L->inbox_async);
   return MILTER_ACCEPT_TAKEN;
 }
 
@@ -494,29 +590,38 @@ static int on_accepted(void *data, int fd, int is_unix, const char *peer) {
 
 enum { NOTIFY_TICK_MS = 1000 };
 
+static uint64_t server_messages(const milter_server *srv) {
+  uint64_t m = 0;
+  for (unsigned i = 0; i < srv->nloops; i++)
+    m += __atomic_load_n(&srv->loops[i].messages, __ATOMIC_RELAXED);
+  return m;
+}
+
 /* first ("READY=1\n", "STOPPING=1\n" or "") and STATUS= with the counts. */
 static void notify_send(milter_server *srv, const char *first) {
   char msg[160];
+  unsigned nc = atomic_load_explicit(&srv->nconns, memory_order_relaxed);
+  uint64_t nm = server_messages(srv);
   snprintf(msg, sizeof msg, "%sSTATUS=%s%u connection%s, %llu message%s", first,
-           srv->stopping ? "stopping: " : "", srv->nconns,
-           srv->nconns == 1 ? "" : "s", (unsigned long long)srv->messages,
-           srv->messages == 1 ? "" : "s");
+           srv->stopping ? "stopping: " : "", nc, nc == 1 ? "" : "s",
+           (unsigned long long)nm, nm == 1 ? "" : "s");
   if (mf_notify_send(&srv->notify, msg) < 0)
     return;
   if (first[0] == 'R')
     srv->ready = 1;
-  srv->st_conns = srv->nconns;
-  srv->st_msgs = srv->messages;
+  srv->st_conns = nc;
+  srv->st_msgs = nm;
 }
 
 /* The first tick runs once the loop runs with a listener: READY=1 (retried
  * at the next tick if the send failed); then STATUS= when the counts
  * changed, and WATCHDOG=1 when the manager wants it. */
 static void on_notify_tick(uv_timer_t *t) {
-  milter_server *srv = t->data;
+  milter_server *srv = ((mloop *)t->data)->srv;
   if (!srv->ready && !srv->stopping)
     notify_send(srv, "READY=1\n");
-  else if (srv->st_conns != srv->nconns || srv->st_msgs != srv->messages)
+  else if (srv->st_conns != atomic_load(&srv->nconns) ||
+           srv->st_msgs != server_messages(srv))
     notify_send(srv, "");
   if (srv->notify.watchdog_usec != 0)
     mf_notify_send(&srv->notify, "WATCHDOG=1");
@@ -539,17 +644,17 @@ static void notify_start(milter_server *srv) {
 
 static void acceptor_closed(void *data) {
   milter_server *srv = data;
-  srv->handles_open--;
-  server_check_done(srv);
+  LOOP0(srv)->handles_open--;
+  loop_check_done(LOOP0(srv));
 }
 
 int milter_server_listen(milter_server *srv, const char *spec) {
   if (srv == NULL || spec == NULL)
     return MILTER_E_INVAL;
   if (!srv->acc.inited) {
-    milter_acceptor_init(&srv->acc, srv->loop, &srv->env, on_accepted, srv,
-                         acceptor_closed);
-    srv->handles_open++;
+    milter_acceptor_init(&srv->acc, LOOP0(srv)->loop, &LOOP0(srv)->env,
+                         on_accepted, srv, acceptor_closed);
+    LOOP0(srv)->handles_open++;
   }
   srv->acc.limit = srv->opts.max_connections;
   int rc = milter_acceptor_listen(&srv->acc, spec, srv->opts.backlog,
@@ -568,32 +673,41 @@ int milter_server_port(const milter_server *srv) {
 /* Life cycle                                                               */
 /* ------------------------------------------------------------------------ */
 
-static void server_handle_closed(uv_handle_t *h) {
-  milter_server *srv = h->data;
-  srv->handles_open--;
+static void loop_handle_closed(uv_handle_t *h) {
+  mloop *L = h->data;
+  L->handles_open--;
 }
 
-static void server_check_done(milter_server *srv) {
-  if (!srv->stopping || srv->nctx != 0 || srv->acc.listeners != NULL ||
-      atomic_load(&srv->closed))
+/* A stopping loop with no conn left closes its handles (loop 0: once the
+ * listeners are closed too, and the server's own handles with them); its
+ * uv_run then returns. */
+static void loop_check_done(mloop *L) {
+  milter_server *srv = L->srv;
+  if (!L->stopping || L->nctx != 0 || L->closed)
     return;
-  atomic_store(&srv->closed, 1);
-  uv_close((uv_handle_t *)&srv->stop_async, server_handle_closed);
-  uv_close((uv_handle_t *)&srv->idle, server_handle_closed);
-  uv_close((uv_handle_t *)&srv->drain, server_handle_closed);
-  uv_close((uv_handle_t *)&srv->ctimer, server_handle_closed);
-  milter_poster_close(&srv->poster, server_handle_closed);
-  mf_sigpipe_pair_close(&srv->sigpipe, server_handle_closed);
-  if (srv->notify.fd >= 0)
-    uv_close((uv_handle_t *)&srv->notify_timer, server_handle_closed);
-  for (int i = 0; i < srv->nsigs; i++)
-    if (!uv_is_closing((uv_handle_t *)&srv->sigs[i]))
-      uv_close((uv_handle_t *)&srv->sigs[i], server_handle_closed);
+  if (L->idx == 0 && srv->acc.listeners != NULL)
+    return;
+  L->closed = 1;
+  if (L->idx == 0) {
+    atomic_store(&srv->closed, 1);
+    if (srv->notify.fd >= 0)
+      uv_close((uv_handle_t *)&srv->notify_timer, loop_handle_closed);
+    for (int i = 0; i < srv->nsigs; i++)
+      if (!uv_is_closing((uv_handle_t *)&srv->sigs[i]))
+        uv_close((uv_handle_t *)&srv->sigs[i], loop_handle_closed);
+  }
+  uv_close((uv_handle_t *)&L->inbox_async, loop_handle_closed);
+  uv_close((uv_handle_t *)&L->idle, loop_handle_closed);
+  uv_close((uv_handle_t *)&L->drain, loop_handle_closed);
+  uv_close((uv_handle_t *)&L->ctimer, loop_handle_closed);
+  milter_poster_close(&L->poster, loop_handle_closed);
+  mf_sigpipe_pair_close(&L->sigpipe, loop_handle_closed);
+  uv_close((uv_handle_t *)&L->reserve, loop_handle_closed);
 }
 
 static void on_drain_timeout(uv_timer_t *t) {
-  milter_server *srv = t->data;
-  for (conn *c = srv->conns, *next; c != NULL; c = next) {
+  mloop *L = t->data;
+  for (conn *c = L->conns, *next; c != NULL; c = next) {
     next = c->next;
     if (c->sock_open) {
       milter_ctx_log(&c->ctx, MILTER_LOG_WARNING,
@@ -603,16 +717,12 @@ static void on_drain_timeout(uv_timer_t *t) {
   }
 }
 
-static void do_stop(milter_server *srv, int now) {
-  if (!srv->stopping) {
-    srv->stopping = 1;
-    SLOG(srv, MILTER_LOG_INFO, "stopping (%u connections)", srv->nconns);
-    if (srv->ready) /* a server that never served announces nothing */
-      notify_send(srv, "STOPPING=1\n");
-    milter_acceptor_close(&srv->acc);
-    for (int i = 0; i < srv->nsigs; i++)
-      uv_close((uv_handle_t *)&srv->sigs[i], server_handle_closed);
-    for (conn *c = srv->conns, *next; c != NULL; c = next) {
+/* Stop one loop (its own thread): idle conns close now, the others when
+ * their message ends or the drain timeout passes (now: at once). */
+static void loop_stop(mloop *L, int now) {
+  if (!L->stopping) {
+    L->stopping = 1;
+    for (conn *c = L->conns, *next; c != NULL; c = next) {
       next = c->next;
       if (c->sock_open && !milter_session_busy(&c->ctx)) {
         milter_ctx_log(&c->ctx, MILTER_LOG_INFO,
@@ -620,25 +730,155 @@ static void do_stop(milter_server *srv, int now) {
         conn_close(c);
       }
     }
-    if (srv->opts.drain_timeout_ms && !now)
-      uv_timer_start(&srv->drain, on_drain_timeout, srv->opts.drain_timeout_ms,
+    if (L->srv->opts.drain_timeout_ms && !now)
+      uv_timer_start(&L->drain, on_drain_timeout, L->srv->opts.drain_timeout_ms,
                      0);
     else
       now = 1;
   }
   if (now)
-    on_drain_timeout(&srv->drain);
-  server_check_done(srv);
+    on_drain_timeout(&L->drain);
+  loop_check_done(L);
 }
 
-static void on_stop_async(uv_async_t *a) {
-  do_stop(a->data, 0);
+/* Ask loop L (another thread) to stop; 2 = now. */
+static void loop_request_stop(mloop *L, int how) {
+  uv_mutex_lock(&L->inbox_mu);
+  if (L->stop_req < how)
+    L->stop_req = how;
+  uv_mutex_unlock(&L->inbox_mu);
+  uv_async_send(&L->inbox_async);
+}
+
+/* Loop 0: the server stops accepting, then every loop stops. */
+static void do_stop(milter_server *srv, int now) {
+  if (!srv->stopping) {
+    srv->stopping = 1;
+    SLOG(srv, MILTER_LOG_INFO, "stopping (%u connections)",
+         atomic_load(&srv->nconns));
+    if (srv->ready) /* a server that never served announces nothing */
+      notify_send(srv, "STOPPING=1\n");
+    milter_acceptor_close(&srv->acc);
+    for (int i = 0; i < srv->nsigs; i++)
+      uv_close((uv_handle_t *)&srv->sigs[i], loop_handle_closed);
+  }
+  for (unsigned i = 1; i < srv->nloops; i++)
+    if (srv->loops[i].thread_started)
+      loop_request_stop(&srv->loops[i], now ? 2 : 1);
+  loop_stop(LOOP0(srv), now);
+}
+
+/* The inbox: conns to start, stop requests (loop 0: milter_server_stop). */
+static void on_inbox(uv_async_t *a) {
+  mloop *L = a->data;
+  uv_mutex_lock(&L->inbox_mu);
+  conn *list = L->inbox_head;
+  L->inbox_head = L->inbox_tail = NULL;
+  int stop = L->stop_req;
+  uv_mutex_unlock(&L->inbox_mu);
+  while (list != NULL) {
+    conn *c = list;
+    list = c->wnext;
+    c->wnext = NULL;
+    conn_start(L, c);
+  }
+  if (L->idx == 0) {
+    if (atomic_exchange(&L->srv->stop_req, 0))
+      do_stop(L->srv, 0);
+  } else if (stop) {
+    loop_stop(L, stop == 2);
+  }
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
-  milter_server *srv = s->data;
+  milter_server *srv = ((mloop *)s->data)->srv;
   SLOG(srv, MILTER_LOG_INFO, "signal %d: stopping", signum);
   do_stop(srv, 0);
+}
+
+/* How many loops: opts.loops, else MAILFILTER_LOOPS, else the CPUs. */
+static unsigned loops_wanted(const milter_server_opts *o,
+                             const milter_session_env *log_env) {
+  if (o->loops > 0)
+    return o->loops > LOOPS_MAX ? LOOPS_MAX : o->loops;
+  const char *e = getenv("MAILFILTER_LOOPS");
+  if (e != NULL && e[0] != '\0') {
+    char *end;
+    unsigned long v = strtoul(e, &end, 10);
+    if (*end == '\0' && v >= 1 && e[0] != '-')
+      return v > LOOPS_MAX ? LOOPS_MAX : (unsigned)v;
+    milter_logf(log_env, MILTER_LOG_WARNING,
+                "MAILFILTER_LOOPS=%s is not a number from 1 to %d: ignored", e,
+                LOOPS_MAX);
+  }
+  unsigned n = uv_available_parallelism();
+  return n == 0 ? 1 : n > LOOPS_MAX ? LOOPS_MAX : n;
+}
+
+static void loop_env_init(milter_server *srv, mloop *L) {
+  L->env.server = srv;
+  L->env.wake = on_wake;
+  L->env.poster = &L->poster;
+  L->env.log = srv->opts.log ? srv->opts.log : milter_log_stderr;
+  L->env.log_data = srv->opts.log_data;
+  L->env.log_level = srv->opts.log_level;
+  L->env.hard_cap = srv->opts.hard_cap;
+  L->env.eom_count = &L->messages;
+}
+
+static void loop_fini(mloop *L);
+
+/* Loop L's handles on loop (L's own when NULL).  Returns 0 or an error
+ * with nothing left to undo but the loop itself (see loop_fini). */
+static int loop_init(milter_server *srv, mloop *L, unsigned idx,
+                     uv_loop_t *loop) {
+  L->srv = srv;
+  L->idx = idx;
+  loop_env_init(srv, L);
+  if (loop == NULL) {
+    if (uv_loop_init(&L->own_loop) != 0)
+      return MILTER_E_IO;
+    loop = &L->own_loop;
+  }
+  L->loop = loop;
+  if (uv_mutex_init(&L->inbox_mu) != 0)
+    return MILTER_E_NOMEM;
+  if (milter_poster_init(&L->poster, loop) < 0) {
+    uv_mutex_destroy(&L->inbox_mu);
+    return MILTER_E_NOMEM;
+  }
+  L->poster.async.data = &L->poster;
+  uv_async_init(loop, &L->inbox_async, on_inbox);
+  L->inbox_async.data = L;
+  uv_idle_init(loop, &L->idle);
+  L->idle.data = L;
+  uv_timer_init(loop, &L->drain);
+  L->drain.data = L;
+  uv_unref((uv_handle_t *)&L->drain);
+  uv_timer_init(loop, &L->ctimer);
+  L->ctimer.data = L;
+  uv_unref((uv_handle_t *)&L->ctimer);
+  mf_sigpipe_pair_init(&L->sigpipe, loop, L);
+  /* libuv opens a spare fd per loop at its first stream handle (its EMFILE
+   * trick): open it now, so that a loop's first connection does not add
+   * to the process's fds (listen.c does the same for loop 0). */
+  uv_pipe_init(loop, &L->reserve, 0);
+  L->reserve.data = L;
+  L->handles_open = 8; /* the pair is two */
+  return 0;
+}
+
+/* Run loop L until its handles are closed (the application's loop too:
+ * milter_server_free), then close it if it is ours. */
+static void loop_fini(mloop *L) {
+  mf_sigpipe_enter();
+  while (L->handles_open > 0 || L->nctx > 0)
+    if (uv_run(L->loop, UV_RUN_ONCE) == 0 && L->handles_open > 0)
+      break;
+  mf_sigpipe_leave();
+  if (L->loop == &L->own_loop)
+    uv_loop_close(L->loop);
+  uv_mutex_destroy(&L->inbox_mu);
 }
 
 int milter_server_new(milter_server **out, uv_loop_t *loop,
@@ -650,15 +890,6 @@ int milter_server_new(milter_server **out, uv_loop_t *loop,
   milter_server *srv = xcalloc(1, sizeof *srv);
   if (srv == NULL)
     return MILTER_E_NOMEM;
-  if (loop == NULL) {
-    if (uv_loop_init(&srv->own_loop) != 0) {
-      free(srv);
-      return MILTER_E_IO;
-    }
-    loop = &srv->own_loop;
-    srv->own = 1;
-  }
-  srv->loop = loop;
   srv->desc = *desc;
   if (opts != NULL)
     srv->opts = *opts;
@@ -668,101 +899,153 @@ int milter_server_new(milter_server **out, uv_loop_t *loop,
     srv->opts.hard_cap = MILTER_DEFAULT_HARD_CAP;
   if (srv->opts.backlog <= 0)
     srv->opts.backlog = 4096;
-  srv->env.server = srv;
-  srv->env.wake = on_wake;
-  srv->env.poster = &srv->poster;
-  srv->env.log = srv->opts.log ? srv->opts.log : milter_log_stderr;
-  srv->env.log_data = srv->opts.log_data;
-  srv->env.log_level = srv->opts.log_level;
-  srv->env.hard_cap = srv->opts.hard_cap;
-  srv->env.eom_count = &srv->messages;
-  if (milter_poster_init(&srv->poster, loop) < 0) {
-    if (srv->own)
-      uv_loop_close(loop);
+  if (loop != NULL && srv->opts.loops > 1) {
+    free(srv);
+    return MILTER_E_INVAL;
+  }
+  srv->own = loop == NULL;
+  srv->notify.fd = -1;
+  /* The loop count is read before the first loop exists: log through a
+   * loop-less environment then. */
+  milter_session_env tmp;
+  memset(&tmp, 0, sizeof tmp);
+  tmp.log = srv->opts.log ? srv->opts.log : milter_log_stderr;
+  tmp.log_data = srv->opts.log_data;
+  tmp.log_level = srv->opts.log_level;
+  unsigned n = srv->own ? loops_wanted(&srv->opts, &tmp) : 1;
+  if ((srv->loops = xcalloc(n, sizeof *srv->loops)) == NULL) {
     free(srv);
     return MILTER_E_NOMEM;
   }
-  srv->notify.fd = -1;
+  for (; srv->nloops < n; srv->nloops++) {
+    mloop *L = &srv->loops[srv->nloops];
+    int rc = loop_init(srv, L, srv->nloops, srv->nloops == 0 ? loop : NULL);
+    if (rc != 0) {
+      if (L->loop == &L->own_loop)
+        uv_loop_close(L->loop);
+      for (unsigned i = 0; i < srv->nloops; i++) {
+        srv->loops[i].stopping = 1;
+        loop_check_done(&srv->loops[i]);
+        loop_fini(&srv->loops[i]);
+      }
+      free(srv->loops);
+      free(srv);
+      return rc;
+    }
+  }
+  mloop *L0 = LOOP0(srv);
   if (srv->opts.notify)
-    mf_notify_open(&srv->notify, &srv->env);
-  srv->poster.async.data = &srv->poster;
-  uv_async_init(loop, &srv->stop_async, on_stop_async);
-  srv->stop_async.data = srv;
-  uv_idle_init(loop, &srv->idle);
-  srv->idle.data = srv;
-  uv_timer_init(loop, &srv->drain);
-  srv->drain.data = srv;
-  uv_unref((uv_handle_t *)&srv->drain);
-  uv_timer_init(loop, &srv->ctimer);
-  srv->ctimer.data = srv;
-  uv_unref((uv_handle_t *)&srv->ctimer);
-  mf_sigpipe_pair_init(&srv->sigpipe, loop, srv);
-  srv->handles_open = 7;
+    mf_notify_open(&srv->notify, &L0->env);
   if (srv->notify.fd >= 0) {
-    uv_timer_init(loop, &srv->notify_timer);
-    srv->notify_timer.data = srv;
+    uv_timer_init(L0->loop, &srv->notify_timer);
+    srv->notify_timer.data = L0;
     uv_unref((uv_handle_t *)&srv->notify_timer);
-    srv->handles_open++;
+    L0->handles_open++;
   }
   if (srv->opts.handle_signals) {
     static const int signums[2] = {SIGTERM, SIGINT};
     for (int i = 0; i < 2; i++) {
-      uv_signal_init(loop, &srv->sigs[i]);
-      srv->sigs[i].data = srv;
+      uv_signal_init(L0->loop, &srv->sigs[i]);
+      srv->sigs[i].data = L0;
       uv_signal_start(&srv->sigs[i], on_signal, signums[i]);
       srv->nsigs++;
-      srv->handles_open++;
+      L0->handles_open++;
     }
   }
   *out = srv;
   return 0;
 }
 
+static void loop_thread(void *arg) {
+  mloop *L = arg;
+  mf_sigpipe_enter();
+  uv_run(L->loop, UV_RUN_DEFAULT);
+  mf_sigpipe_leave();
+}
+
 int milter_server_run(milter_server *srv) {
   if (srv == NULL)
     return MILTER_E_INVAL;
   mf_sigpipe_enter(); /* the whole run: the pair's guards nest for free */
-  uv_run(srv->loop, UV_RUN_DEFAULT);
+  if (srv->own && srv->nloops > 1 && !srv->stopping) {
+    srv->threads = 1;
+    srv->nrun = srv->nloops;
+    for (unsigned i = 1; i < srv->nloops; i++) {
+      mloop *L = &srv->loops[i];
+      if (uv_thread_create(&L->thread, loop_thread, L) == 0) {
+        L->thread_started = 1;
+        continue;
+      }
+      /* No thread for loops i..N-1: run with fewer (the others are
+       * finished by milter_server_free). */
+      SLOG(srv, MILTER_LOG_WARNING,
+           "could not start the thread of loop %u: running %u loops", i, i);
+      srv->nrun = i;
+      break;
+    }
+    if (srv->nrun == 1)
+      srv->threads = 0;
+  }
+  uv_run(LOOP0(srv)->loop, UV_RUN_DEFAULT);
+  for (unsigned i = 1; i < srv->nloops; i++)
+    if (srv->loops[i].thread_started) {
+      uv_thread_join(&srv->loops[i].thread);
+      srv->loops[i].thread_started = 0;
+    }
+  srv->threads = 0;
   mf_sigpipe_leave();
   return 0;
 }
 
 void milter_server_stop(milter_server *srv) {
-  if (srv != NULL && !atomic_load(&srv->closed))
-    uv_async_send(&srv->stop_async);
+  if (srv != NULL && !atomic_load(&srv->closed)) {
+    atomic_store(&srv->stop_req, 1);
+    uv_async_send(&LOOP0(srv)->inbox_async);
+  }
+}
+
+/* Replies still pending on loop L: nobody will give them now. */
+static void loop_abandon(mloop *L) {
+  for (conn *c = L->conns, *next; c != NULL; c = next) {
+    next = c->next;
+    if (c->kept) {
+      c->ctx.pending = 0;
+      c->kept = milter_session_gone(&c->ctx) == 1;
+      conn_maybe_free(c);
+    }
+  }
 }
 
 void milter_server_free(milter_server *srv) {
   if (srv == NULL)
     return;
-  if (!atomic_load(&srv->closed)) {
+  /* Not running (run returned, or never called): every loop is ours to
+   * finish here, on this thread. */
+  if (!atomic_load(&srv->closed))
     do_stop(srv, 1);
-    /* Replies still pending: nobody will give them now. */
-    for (conn *c = srv->conns, *next; c != NULL; c = next) {
-      next = c->next;
-      if (c->kept) {
-        c->ctx.pending = 0;
-        c->kept = milter_session_gone(&c->ctx) == 1;
-        conn_maybe_free(c);
-      }
-    }
+  for (unsigned i = 1; i < srv->nloops; i++) {
+    mloop *L = &srv->loops[i];
+    on_inbox(&L->inbox_async); /* conns handed over, never started */
+    if (!L->closed)
+      loop_stop(L, 1);
   }
-  if (srv->own) {
-    mf_sigpipe_enter();
-    while (srv->handles_open > 0 || srv->nctx > 0)
-      if (uv_run(srv->loop, UV_RUN_ONCE) == 0 && srv->handles_open > 0)
-        break;
-    mf_sigpipe_leave();
-    uv_loop_close(srv->loop);
+  for (unsigned i = 0; i < srv->nloops; i++) {
+    loop_abandon(&srv->loops[i]);
+    loop_fini(&srv->loops[i]);
   }
   mf_notify_close(&srv->notify);
+  free(srv->loops);
   free(srv);
 }
 
 uv_loop_t *milter_server_loop(const milter_server *srv) {
-  return srv->loop;
+  return LOOP0(srv)->loop;
 }
 
 unsigned milter_server_connections(const milter_server *srv) {
-  return srv->nconns;
+  return atomic_load(&srv->nconns);
+}
+
+unsigned milter_server_loops(const milter_server *srv) {
+  return srv->nloops;
 }

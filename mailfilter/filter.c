@@ -40,9 +40,6 @@ struct mf_filter {
   size_t nsnap;
   milter_server *srv;
   mf_pool *pool;
-  uv_timer_t progress;
-  int timer_init;
-  fconn *busy; /* connections whose decision is running */
 };
 
 enum { JOB_DECIDE = 0, JOB_RCPT = 1 };
@@ -65,9 +62,6 @@ struct fconn {
   mf_decision conn_d;
   char *conn_reason;
   int limit_logged;
-  uint64_t last_progress;
-  fconn *bnext, *bprev;
-  int in_busy;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -132,41 +126,6 @@ static void snapshot_macros(fconn *fc) {
 /* ------------------------------------------------------------------------ */
 /* Connections                                                              */
 /* ------------------------------------------------------------------------ */
-
-static void busy_add(fconn *fc) {
-  mf_filter *f = fc->f;
-  if (fc->in_busy)
-    return;
-  fc->in_busy = 1;
-  fc->bprev = NULL;
-  fc->bnext = f->busy;
-  if (f->busy)
-    f->busy->bprev = fc;
-  f->busy = fc;
-  fc->last_progress = uv_now(milter_server_loop(f->srv));
-}
-
-static void busy_remove(fconn *fc) {
-  if (!fc->in_busy)
-    return;
-  fc->in_busy = 0;
-  if (fc->bprev)
-    fc->bprev->bnext = fc->bnext;
-  else
-    fc->f->busy = fc->bnext;
-  if (fc->bnext)
-    fc->bnext->bprev = fc->bprev;
-}
-
-static void on_progress_timer(uv_timer_t *t) {
-  mf_filter *f = t->data;
-  uint64_t now = uv_now(t->loop);
-  for (fconn *fc = f->busy; fc != NULL; fc = fc->bnext)
-    if (now - fc->last_progress >= f->opts.progress_ms) {
-      fc->last_progress = now;
-      milter_ctx_progress(fc->ctx);
-    }
-}
 
 static void complete_hook(mf_trx *trx, mf_decision d, void *arg);
 
@@ -389,7 +348,6 @@ static const char *decision_name(mf_decision d) {
 
 static void on_done(milter_ctx *ctx, void *arg) {
   fconn *fc = arg;
-  busy_remove(fc);
   mf_decision d = (mf_decision)atomic_load(&fc->result);
   if (milter_ctx_closed(ctx)) {
     /* The MTA gave up waiting (its timeout; the server logged it): no
@@ -492,18 +450,13 @@ static milter_status start(fconn *fc, uint8_t event, int kind) {
   snapshot_macros(fc);
   if (f->opts.flags & MF_OPT_NONBLOCKING) {
     mf_decision d = run_user(fc);
-    if (d == MF_PENDING) {
-      busy_add(fc);
+    if (d == MF_PENDING)
       return MILTER_PENDING;
-    }
     return kind == JOB_RCPT ? rcpt_verdict(fc, d) : verdict(fc, d);
   }
-  busy_add(fc);
   fc->job.fn = job_fn;
-  if (mf_pool_push(f->pool, &fc->job) != 0) {
-    busy_remove(fc);
+  if (mf_pool_push(f->pool, &fc->job) != 0)
     return on_failure(fc, "worker pool is shutting down");
-  }
   return MILTER_PENDING;
 }
 
@@ -663,7 +616,6 @@ static void cb_close(milter_ctx *ctx) {
   fconn *fc = milter_ctx_get_data(ctx);
   if (fc == NULL)
     return;
-  busy_remove(fc);
   mf_trx_fini(fc->trx);
   free(fc->conn_reason);
   free(fc);
@@ -791,15 +743,12 @@ int mf_filter_new(mf_filter **out, mf_decide_fn decide, void *ud,
     rc = build_desc(f);
   if (rc == 0 && !(f->opts.flags & MF_OPT_NONBLOCKING))
     rc = mf_pool_new(&f->pool, f->opts.workers);
+  /* PROGRESS while a decision runs: the server's, on every loop. */
+  if (f->opts.progress_ms > 0)
+    f->opts.server.progress_ms = f->opts.progress_ms;
   if (rc == 0 &&
       milter_server_new(&f->srv, NULL, &f->desc, &f->opts.server) != 0)
     rc = MF_E_SERVER;
-  if (rc == 0 && f->opts.progress_ms > 0) {
-    uv_timer_init(milter_server_loop(f->srv), &f->progress);
-    f->progress.data = f;
-    uv_unref((uv_handle_t *)&f->progress);
-    f->timer_init = 1;
-  }
   if (rc != 0) {
     mf_filter_free(f);
     return rc;
@@ -817,14 +766,7 @@ int mf_filter_listen(mf_filter *f, const char *spec) {
 int mf_filter_run(mf_filter *f) {
   if (f == NULL)
     return MF_E_INVAL;
-  if (f->timer_init) {
-    uint64_t tick = f->opts.progress_ms / 4;
-    uv_timer_start(&f->progress, on_progress_timer, tick ? tick : 1,
-                   tick ? tick : 1);
-  }
   milter_server_run(f->srv);
-  if (f->timer_init)
-    uv_timer_stop(&f->progress);
   return 0;
 }
 
@@ -843,10 +785,6 @@ void mf_filter_free(mf_filter *f) {
   /* Workers first: a running decision finishes and posts its reply; no
    * worker touches a connection after this. */
   mf_pool_free(f->pool);
-  if (f->timer_init) {
-    uv_close((uv_handle_t *)&f->progress, NULL);
-    uv_run(milter_server_loop(f->srv), UV_RUN_NOWAIT);
-  }
   milter_server_free(f->srv);
   for (size_t i = 0; i < f->nsnap; i++)
     free(f->snap[i]);

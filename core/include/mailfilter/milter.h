@@ -11,13 +11,38 @@
  * milter_ctx_reply().
  *
  * THREAD RULES
- *   - One loop thread (the thread running the server's uv_loop) calls every
- *     callback and owns every milter_ctx.  All milter_ctx_* functions must be
- *     called on that thread, EXCEPT milter_ctx_post(), which is thread-safe
- *     and is the hand-off for work done on other threads (see below).
+ *   - A server runs one or more event loops (see LOOPS), each on its own
+ *     thread.  Every connection (milter_ctx) belongs to one loop for its
+ *     whole life: all its callbacks run on that loop's thread, one at a
+ *     time and in protocol order, and all milter_ctx_* functions for it must
+ *     be called on that thread, EXCEPT milter_ctx_post(), which is
+ *     thread-safe and is the hand-off for work done on other threads.
+ *   - Callbacks of DIFFERENT connections may run at the same time on
+ *     different loop threads.  desc.userdata (milter_ctx_filter_data) is
+ *     shared by all of them: what it points to must be safe to use from
+ *     several threads (or run the server with one loop: opts.loops = 1 or
+ *     MAILFILTER_LOOPS=1).  Data of one connection (milter_ctx_set_data)
+ *     needs no locking.
  *   - milter_server_stop() is thread-safe and async-signal-safe-ish (it only
- *     calls uv_async_send).  Everything else on milter_server: loop thread, or
- *     before the loop runs.
+ *     calls uv_async_send).  Everything else on milter_server: the thread
+ *     that runs loop 0 (milter_server_run's, or the application's loop), or
+ *     before the loops run.
+ *
+ * LOOPS
+ *   A server that owns its loop (milter_server_new with loop NULL) runs N
+ *   event loops: loop 0 in the thread that calls milter_server_run(), loops
+ *   1..N-1 in threads it starts there and joins before returning.  N is
+ *   opts.loops if nonzero, else MAILFILTER_LOOPS from the environment (a
+ *   decimal number from 1, read by milter_server_new; an invalid value is
+ *   logged and ignored), else the number of CPUs the process may use
+ *   (uv_available_parallelism), at most 1024.  Loop 0 accepts every
+ *   connection and gives it to the loop with the fewest open connections;
+ *   it stays there until it closes.  Each loop has its own read buffer
+ *   (64 KiB), timers and wake-ups; nothing is locked on the way of a
+ *   message except the hand-off of a new connection.  Stopping (signal or
+ *   milter_server_stop) stops accepting, then every loop drains and closes
+ *   its connections as for one loop.  A server on the application's loop
+ *   runs that loop only (opts.loops must be 0 or 1).
  *
  * LIFETIMES
  *   - Strings passed to callbacks point into the packet buffer and are valid
@@ -372,9 +397,18 @@ typedef struct milter_server_opts {
    * connections with a message in progress before they are closed.
    * Default 30000 ms. */
   uint64_t drain_timeout_ms;
-  /* Install SIGTERM/SIGINT handlers on the loop that stop the server.
+  /* Install SIGTERM/SIGINT handlers on loop 0 that stop the server.
    * Default 1. */
   int handle_signals;
+  /* Event loops (threads) for a server that owns its loop: see LOOPS.
+   * 0 (default): MAILFILTER_LOOPS, else the number of CPUs.  A server on the
+   * application's loop accepts only 0 or 1 (else MILTER_E_INVAL). */
+  unsigned loops;
+  /* While a reply is PENDING, send PROGRESS to the MTA every progress_ms
+   * (protocol v6 MTAs; Postfix and Sendmail then restart their timeout for
+   * the reply).  0 (default): never; the application may still call
+   * milter_ctx_progress() itself. */
+  uint64_t progress_ms;
   /* When NOTIFY_SOCKET is set, tell the service manager how the server
    * is doing (READY=1, STATUS=, STOPPING=1, WATCHDOG=1: see SYSTEMD
    * below).  Default 1; 0: never. */
@@ -499,8 +533,12 @@ MF_API void milter_server_stop(milter_server *srv);
  * handles are closed: do not call it from a callback of that loop. */
 MF_API void milter_server_free(milter_server *srv);
 
+/* Loop 0: the loop milter_server_run() runs, or the application's. */
 MF_API uv_loop_t *milter_server_loop(const milter_server *srv);
+/* Open MTA connections, all loops (any thread; a snapshot). */
 MF_API unsigned milter_server_connections(const milter_server *srv);
+/* The number of event loops the server runs (see LOOPS). */
+MF_API unsigned milter_server_loops(const milter_server *srv);
 
 /* Parse a socket spec into a sockaddr (inet/inet6) or a path (unix).
  * Returns 0 or MILTER_E_ADDR.  For unix specs *is_unix = 1 and path is
