@@ -23,9 +23,16 @@
  *   mf_filter_free(f);
  *
  * THREAD RULES
+ *   - The filter's server runs several event loops, one thread each (the
+ *     number of CPUs by default; mf_opts.server.loops, or MAILFILTER_LOOPS
+ *     in the environment: see LOOPS in <mailfilter/milter.h>).  Each
+ *     connection stays on one loop.
  *   - The decision function runs on a worker thread of the filter's pool
- *     (size mf_opts.workers), unless MF_OPT_NONBLOCKING is set: then on the
- *     loop thread.  One mf_trx is owned by exactly one thread at a time
+ *     (size mf_opts.workers, shared by all loops), unless
+ *     MF_OPT_NONBLOCKING is set: then on the thread of the connection's
+ *     loop.  Either way decisions for different transactions run at the
+ *     same time: what ud points to must be safe to use from several threads.
+ *     One mf_trx is owned by exactly one thread at a time
  *     (loop -> worker -> loop), so the function needs no lock for it; it
  *     must not keep the mf_trx pointer after it returned (or, for
  *     MF_PENDING, after mf_trx_complete()).
