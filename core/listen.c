@@ -43,13 +43,9 @@ void milter_acceptor_init(milter_acceptor *a, uv_loop_t *loop,
     uv_timer_init(loop, timers[i]);
     timers[i]->data = a;
   }
-  /* libuv keeps one spare fd per loop (its EMFILE trick, which we do not
-   * use), opened at the loop's first stream handle.  Open it now, as
-   * uv_listen did, not at the first connection: the fds of a serving
-   * process stay flat, and the spare is not taken when fds are short. */
-  uv_pipe_init(loop, &a->reserve, 0);
-  a->reserve.data = a;
-  a->handles = 4;
+  /* No stream handle anywhere in the server (connections are uv_poll_t):
+   * libuv's spare fd for its EMFILE trick is never opened. */
+  a->handles = 3;
   a->inited = 1;
 }
 
@@ -630,5 +626,4 @@ void milter_acceptor_close(milter_acceptor *a) {
   uv_close((uv_handle_t *)&a->pause_timer, acceptor_handle_closed);
   uv_close((uv_handle_t *)&a->fail_timer, acceptor_handle_closed);
   uv_close((uv_handle_t *)&a->refuse_timer, acceptor_handle_closed);
-  uv_close((uv_handle_t *)&a->reserve, acceptor_handle_closed);
 }

@@ -61,7 +61,6 @@ typedef struct milter_acceptor {
   uv_timer_t pause_timer;
   uv_timer_t fail_timer;   /* failure lines, once a second at most */
   uv_timer_t refuse_timer; /* refusal lines, once a second at most */
-  uv_pipe_t reserve;       /* never opened: see milter_acceptor_init */
   uint64_t pause_ms;       /* the pause in effect, 0 = accepting */
   uint64_t next_pause_ms;  /* the next one, 0 = the minimum */
   uint64_t last_pause_ms;  /* the latest one, for the log */

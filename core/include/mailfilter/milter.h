@@ -62,15 +62,15 @@
  *   The library never changes a signal disposition (unlike libmilter's
  *   smfi_main, it does not ignore SIGPIPE for the process).  It works with
  *   the per-thread signal mask and MSG_NOSIGNAL only:
- *   - its own writes to a socket are send(..., MSG_NOSIGNAL);
- *   - what libuv writes for it (the first attempt of a queued write, and
- *     the rest of a write the socket could not take at once, which libuv
- *     writes in the loop's poll phase) runs with SIGPIPE blocked in the
- *     thread; a SIGPIPE that this made pending is consumed before the mask
- *     is restored, unless SIGPIPE was already blocked in that thread (then
- *     it is the application's to handle);
- *   - milter_server_run() blocks SIGPIPE in the calling thread for the
- *     whole run and restores the mask when it returns;
+ *   - the server's writes to the MTA are its own send(..., MSG_NOSIGNAL)
+ *     (a connection is a uv_poll_t; libuv writes nothing for it);
+ *   - what libuv writes for the MTA-side clients (milter_aclient.h) runs
+ *     with SIGPIPE blocked in the thread; a SIGPIPE that this made pending
+ *     is consumed before the mask is restored, unless SIGPIPE was already
+ *     blocked in that thread (then it is the application's to handle);
+ *   - milter_server_run() blocks SIGPIPE in the calling thread and in the
+ *     loop threads it starts, for the whole run, and restores the mask
+ *     when it returns;
  *   - a server on the application's loop (milter_server_new with a loop)
  *     adds a prepare/check handle pair to that loop (unref'd: they do not
  *     keep it alive): SIGPIPE is blocked in the loop's thread from the
