@@ -14,9 +14,10 @@
  *          [--idle N [--smaps]] [--offer-steps HEX] [--auth USER] [--json]
  *
  * Reports transactions/s, p50/p99/max latency (MAIL sent to EOM reply
- * received), errors, and -- with -p -- the milter process's peak RSS (VmRSS
- * sampled every 50 ms, and VmHWM), its thread count and CPU seconds per
- * 1000 transactions (utime+stime from /proc/PID/stat).
+ * received), errors, its own CPU use (percent of one core: near 100 the
+ * load generator is the limit), and -- with -p -- the milter process's
+ * peak RSS (VmRSS sampled every 50 ms, and VmHWM), its thread count and CPU
+ * seconds per 1000 transactions (utime+stime from /proc/PID/stat).
  *
  * -n counts transactions answered (EOM, or a decision before it); -b with
  * several sizes picks one per message at random, by weight (e.g.
@@ -53,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -298,6 +300,15 @@ static void smaps_print(int pid) {
   if (C.json)
     printf("]");
   free(v);
+}
+
+/* mfload's own CPU seconds (user+system). */
+static double self_cpu(void) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0)
+    return 0;
+  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 /* utime+stime of pid in seconds, or -1. */
@@ -1202,6 +1213,7 @@ int main(int argc, char **argv) {
   t_start = uv_now(loop);
   t_stop = t_start + (uint64_t)(C.seconds * 1000);
   uint64_t h0 = uv_hrtime();
+  double gen0 = self_cpu();
   if (C.idle) {
     idle_base = (pmem){-1, -1, -1, -1, -1};
     if (C.pid > 0)
@@ -1218,6 +1230,8 @@ int main(int argc, char **argv) {
     uv_run(loop, UV_RUN_ONCE);
   }
   double el = (double)(uv_hrtime() - h0) / 1e9;
+  /* the load generator's share of a core: near 100, it is the limit */
+  double gen_pct = el > 0 ? (self_cpu() - gen0) * 100.0 / el : 0;
   sample(NULL);
   uv_close((uv_handle_t *)&sampler, NULL);
   uv_close((uv_handle_t *)&ticker, NULL);
@@ -1243,12 +1257,12 @@ int main(int argc, char **argv) {
            "\"rss_max_kb\":%ld,\"rss_hwm_kb\":%ld,\"threads_max\":%ld,"
            "\"cpu_s_per_1000\":%.4f,\"bytes_to_milter_per_tx\":%.0f,"
            "\"protocol\":\"0x%x\",\"rss_anon_max_kb\":%ld,"
-           "\"rss_file_max_kb\":%ld",
+           "\"rss_file_max_kb\":%ld,\"mfload_cpu_pct\":%.0f",
            C.conns, C.body, C.body_arg, C.headers, C.rcpts, C.per_conn, S.done,
            S.errors, S.rejected, S.early, el, tps, pct(0.5) * 1e3,
            pct(0.99) * 1e3, S.nlat ? S.lat[S.nlat - 1] * 1e3 : 0.0,
            S.rss_max_kb, hwm, S.threads_max, cpu_k, bpt, (unsigned)S.protocol,
-           S.anon_max_kb, S.file_max_kb);
+           S.anon_max_kb, S.file_max_kb, gen_pct);
     report_chaos();
     printf("}\n");
   } else {
@@ -1257,11 +1271,11 @@ int main(int argc, char **argv) {
            "rejected, %ld decided before EOM; milter: peak RSS %ld KiB (HWM "
            "%ld), %ld threads, "
            "%.3f CPU s per 1000 tx; %.0f bytes to the milter per tx; "
-           "negotiated steps 0x%x\n",
+           "negotiated steps 0x%x; mfload used %.0f %% of a core\n",
            S.done, el, C.conns, tps, pct(0.5) * 1e3, pct(0.99) * 1e3,
            S.nlat ? S.lat[S.nlat - 1] * 1e3 : 0.0, S.errors, S.rejected,
            S.early, S.rss_max_kb, hwm, S.threads_max, cpu_k, bpt,
-           (unsigned)S.protocol);
+           (unsigned)S.protocol, gen_pct);
     report_chaos();
   }
   free(S.lat);
