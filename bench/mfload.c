@@ -15,7 +15,8 @@
  *
  * Reports transactions/s, p50/p99/max latency (MAIL sent to EOM reply
  * received), errors, its own CPU use (percent of one core: near 100 the
- * load generator is the limit), and -- with -p -- the milter process's
+ * load generator is the limit; and CPU seconds per 1000 transactions,
+ * driver_cpu_s_per_1000), and -- with -p -- the milter's
  * peak RSS (VmRSS sampled every 50 ms, and VmHWM), its thread count and CPU
  * seconds per 1000 transactions (utime+stime from /proc/PID/stat).
  *
@@ -1230,8 +1231,10 @@ int main(int argc, char **argv) {
     uv_run(loop, UV_RUN_ONCE);
   }
   double el = (double)(uv_hrtime() - h0) / 1e9;
-  /* the load generator's share of a core: near 100, it is the limit */
-  double gen_pct = el > 0 ? (self_cpu() - gen0) * 100.0 / el : 0;
+  /* the load generator's own CPU: near one core, it is the limit */
+  double gen_s = self_cpu() - gen0;
+  double gen_pct = el > 0 ? gen_s * 100.0 / el : 0;
+  double gen_k = S.done > 0 ? gen_s * 1000.0 / (double)S.done : 0;
   sample(NULL);
   uv_close((uv_handle_t *)&sampler, NULL);
   uv_close((uv_handle_t *)&ticker, NULL);
@@ -1257,12 +1260,13 @@ int main(int argc, char **argv) {
            "\"rss_max_kb\":%ld,\"rss_hwm_kb\":%ld,\"threads_max\":%ld,"
            "\"cpu_s_per_1000\":%.4f,\"bytes_to_milter_per_tx\":%.0f,"
            "\"protocol\":\"0x%x\",\"rss_anon_max_kb\":%ld,"
-           "\"rss_file_max_kb\":%ld,\"mfload_cpu_pct\":%.0f",
+           "\"rss_file_max_kb\":%ld,\"driver_cpu_pct\":%.0f,"
+           "\"driver_cpu_s_per_1000\":%.4f",
            C.conns, C.body, C.body_arg, C.headers, C.rcpts, C.per_conn, S.done,
            S.errors, S.rejected, S.early, el, tps, pct(0.5) * 1e3,
            pct(0.99) * 1e3, S.nlat ? S.lat[S.nlat - 1] * 1e3 : 0.0,
            S.rss_max_kb, hwm, S.threads_max, cpu_k, bpt, (unsigned)S.protocol,
-           S.anon_max_kb, S.file_max_kb, gen_pct);
+           S.anon_max_kb, S.file_max_kb, gen_pct, gen_k);
     report_chaos();
     printf("}\n");
   } else {
@@ -1271,11 +1275,12 @@ int main(int argc, char **argv) {
            "rejected, %ld decided before EOM; milter: peak RSS %ld KiB (HWM "
            "%ld), %ld threads, "
            "%.3f CPU s per 1000 tx; %.0f bytes to the milter per tx; "
-           "negotiated steps 0x%x; mfload used %.0f %% of a core\n",
+           "negotiated steps 0x%x; mfload used %.0f %% of a core (%.3f CPU s "
+           "per 1000 tx)\n",
            S.done, el, C.conns, tps, pct(0.5) * 1e3, pct(0.99) * 1e3,
            S.nlat ? S.lat[S.nlat - 1] * 1e3 : 0.0, S.errors, S.rejected,
            S.early, S.rss_max_kb, hwm, S.threads_max, cpu_k, bpt,
-           (unsigned)S.protocol, gen_pct);
+           (unsigned)S.protocol, gen_pct, gen_k);
     report_chaos();
   }
   free(S.lat);
