@@ -77,7 +77,7 @@
 #include <mailfilter/milter_proto.h>
 
 #define MAX_BODIES 8
-#define MAX_PLANS 8      /* distinct negotiated option sets x bodies */
+#define MAX_PLANS (2 * (MAX_BODIES + 1)) /* two option sets at once */
 #define MAX_OPENING 128  /* connections connecting or negotiating */
 #define MAX_ERRORS 1000  /* then the run stops: the milter is gone */
 #define REPLY_TIMEOUT 60 /* seconds a due reply may take */
@@ -507,13 +507,14 @@ static size_t pick_body(void) {
   return i;
 }
 
-/* The next message on c, or 0 when the connection should quit. */
+/* The next message on c: 1, or 0 when the connection should quit, -1 when
+ * there is no room for another option set's streams. */
 static int start_message(conn *c) {
   if (c->msgs >= C.per_conn || !want_more())
     return 0;
   const plan *pl = plan_for(c->version, c->protocol, (int)pick_body());
   if (pl == NULL)
-    return 0;
+    return -1;
   S.started++;
   c->msgs++;
   c->in_tx = 1;
@@ -535,8 +536,12 @@ static int start_message(conn *c) {
 static int advance(conn *c) {
   for (;;) {
     if (c->seg == c->pl->nsegs) {
-      if (!start_message(c)) {
-        quit(c);
+      int next = start_message(c);
+      if (next <= 0) {
+        if (next < 0)
+          conn_end(c, "too many different option sets");
+        else
+          quit(c);
         return -1;
       }
       continue;
@@ -1102,6 +1107,14 @@ int main(int argc, char **argv) {
   if (rc >= 0)
     return rc;
   /* SIGPIPE keeps its default: every write is sendmsg(MSG_NOSIGNAL). */
+  struct rlimit nofile; /* one fd per connection, and a few */
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 &&
+      nofile.rlim_cur < (rlim_t)C.conns + 64) {
+    nofile.rlim_cur = (rlim_t)C.conns + 64 < nofile.rlim_max
+                          ? (rlim_t)C.conns + 64
+                          : nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   ep = epoll_create1(EPOLL_CLOEXEC);
   conns = must(calloc((size_t)C.conns, sizeof *conns));
   for (int i = C.conns - 1; i >= 0; i--) {
