@@ -790,13 +790,16 @@ static void open_conn(conn *c) {
     slot_free(c);
     return;
   }
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+  /* connected at once (unix): watched for input only, OPTNEG written now;
+   * otherwise EPOLLOUT tells when the connection is made */
+  struct epoll_event ev = {.events = EPOLLIN | (rc == 0 ? 0u : EPOLLOUT),
+                           .data.ptr = c};
   if ((rc < 0 && errno != EINPROGRESS) ||
       epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
     conn_end(c, strerror(errno));
     return;
   }
-  c->want_out = 1;
+  c->want_out = rc != 0;
   if (rc == 0)
     send_optneg(c);
 }
