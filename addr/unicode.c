@@ -1,11 +1,10 @@
-/* UTF-8 validation and NFC normalisation (libunistring, which libidn2
- * uses for the same purpose: no library of its own for it). */
-#include <errno.h>
+/* UTF-8 validation and NFC normalisation (ICU). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <uninorm.h>
+#include <unicode/unorm2.h>
+#include <unicode/ustring.h>
 
 #include "addr_internal.h"
 #include "mf_alloc.h"
@@ -99,31 +98,62 @@ int mfa_nfc(const char *s, size_t len, char **out, const char **why) {
     *out = mfa_strndup(s, len);
     return *out ? 0 : mfa_fail(why, MF_ADDR_E_NOMEM, "out of memory");
   }
-  /* NFC makes UTF-8 at most 3 times longer (Unicode's stability policy;
-   * e.g. U+1D160, 4 bytes, is 12 in NFC): one buffer of our own that
-   * u8_normalize() fills, so no allocation of the result escapes the
-   * allocation seam. */
-  if (len > ((size_t)-1 - 1) / 3)
+  if (len > (size_t)INT32_MAX / 4)
     return mfa_fail(why, MF_ADDR_E_NORMALIZE, "string too long to normalise");
-  size_t cap = 3 * len, n = cap;
-  uint8_t *buf = xmalloc(cap + 1);
-  if (buf == NULL)
-    return mfa_fail(why, MF_ADDR_E_NOMEM, "out of memory");
-  uint8_t *r = u8_normalize(UNINORM_NFC, (const uint8_t *)s, len, buf, &n);
-  if (r == NULL) {
-    free(buf);
-    return errno == ENOMEM
-               ? mfa_fail(why, MF_ADDR_E_NOMEM, "out of memory")
-               : mfa_fail(why, MF_ADDR_E_NORMALIZE,
-                          "could not NFC-normalise the string");
-  }
-  if (r != buf) { /* longer than the bound: cannot happen; not ours */
-    free(r);
-    free(buf);
-    return mfa_fail(why, MF_ADDR_E_NORMALIZE,
-                    "NFC form longer than three times the input");
-  }
-  buf[n] = '\0';
-  *out = (char *)buf;
-  return 0;
+  UErrorCode st = U_ZERO_ERROR;
+  const UNormalizer2 *nfc = unorm2_getNFCInstance(&st);
+  if (U_FAILURE(st))
+    return mfa_fail(why, MF_ADDR_E_NORMALIZE, "ICU NFC data unavailable");
+
+  int rc = MF_ADDR_E_NOMEM;
+  const char *msg = "out of memory";
+  UChar *u16 = NULL, *n16 = NULL;
+  char *res = NULL;
+  int32_t u16len = 0, n16len = 0, u8len = 0;
+
+  /* UTF-8 -> UTF-16 (a UTF-16 string is never longer than its UTF-8). */
+  u16 = xmalloc(sizeof(UChar) * (len + 1));
+  if (!u16)
+    goto done;
+  u_strFromUTF8(u16, (int32_t)len + 1, &u16len, s, (int32_t)len, &st);
+  if (U_FAILURE(st))
+    goto icu_fail;
+
+  /* Normalise: preflight for the size, then for real. */
+  n16len = unorm2_normalize(nfc, u16, u16len, NULL, 0, &st);
+  if (st != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(st))
+    goto icu_fail;
+  st = U_ZERO_ERROR;
+  n16 = xmalloc(sizeof(UChar) * ((size_t)n16len + 1));
+  if (!n16)
+    goto done;
+  n16len = unorm2_normalize(nfc, u16, u16len, n16, n16len + 1, &st);
+  if (U_FAILURE(st))
+    goto icu_fail;
+
+  /* UTF-16 -> UTF-8. */
+  u_strToUTF8(NULL, 0, &u8len, n16, n16len, &st);
+  if (st != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(st))
+    goto icu_fail;
+  st = U_ZERO_ERROR;
+  res = xmalloc((size_t)u8len + 1);
+  if (!res)
+    goto done;
+  u_strToUTF8(res, u8len + 1, &u8len, n16, n16len, &st);
+  if (U_FAILURE(st))
+    goto icu_fail;
+  res[u8len] = '\0';
+  *out = res;
+  res = NULL;
+  rc = 0;
+  goto done;
+
+icu_fail:
+  rc = MF_ADDR_E_NORMALIZE;
+  msg = "ICU failed to NFC-normalise the string";
+done:
+  free(u16);
+  free(n16);
+  free(res);
+  return rc ? mfa_fail(why, rc, msg) : 0;
 }
