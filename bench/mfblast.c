@@ -270,8 +270,8 @@ static void build_opening(plan *pl) {
 
 /* The first header fields of every message (mfload's): "Name: value". */
 static const char *const fixed_hdrs[] = {
-    "Received: from client.example (client.example [192.0.2.10])\n\tby "
-    "mx.example (Postfix) with ESMTP id 4ABC123",
+    ("Received: from client.example (client.example [192.0.2.10])\n\tby "
+     "mx.example (Postfix) with ESMTP id 4ABC123"),
     "From: Alice Example <alice@example.org>",
     "To: Bob Example <bob@example.net>",
     "Subject: benchmark message",
