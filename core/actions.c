@@ -4,7 +4,8 @@
  * Actions are encoded into a queue as they are called and written just
  * before the final reply to SMFIC_BODYEOB, in call order; the replacement
  * body is collected apart and sent after them in one uninterrupted run of
- * SMFIR_REPLBODY packets of at most the negotiated data size. */
+ * SMFIR_REPLBODY packets of at most the negotiated data size.  Both live in
+ * the message's block (ctx->msg). */
 #include "session.h"
 
 static int check(const milter_ctx *ctx, uint32_t need) {
@@ -19,52 +20,56 @@ static int check(const milter_ctx *ctx, uint32_t need) {
   return 0;
 }
 
-/* Check state and negotiation, then encode into the queue; a failed encode
- * leaves the queue as it was. */
+/* Check state and negotiation, then encode into the queue (acts, the
+ * message block's); a failed encode leaves the queue as it was. */
 #define QUEUE(ctx, need, call)                                                 \
   do {                                                                         \
     int rc_ = check(ctx, need);                                                \
     if (rc_ < 0)                                                               \
       return rc_;                                                              \
-    size_t len_ = (ctx)->acts.len;                                             \
+    struct milter_msg *m_ = milter_msg_get(ctx);                               \
+    if (m_ == NULL)                                                            \
+      return MILTER_E_NOMEM;                                                   \
+    milter_buf *acts = &m_->acts;                                              \
+    size_t len_ = acts->len;                                                   \
     rc_ = call;                                                                \
     if (rc_ < 0)                                                               \
-      (ctx)->acts.len = len_;                                                  \
+      acts->len = len_;                                                        \
     return rc_;                                                                \
   } while (0)
 
 int milter_ctx_addheader(milter_ctx *ctx, const char *name, const char *value) {
-  QUEUE(ctx, MILTER_ACT_ADDHDRS, milter_enc_addheader(&ctx->acts, name, value));
+  QUEUE(ctx, MILTER_ACT_ADDHDRS, milter_enc_addheader(acts, name, value));
 }
 
 int milter_ctx_insheader(milter_ctx *ctx, uint32_t index, const char *name,
                          const char *value) {
   QUEUE(ctx, MILTER_ACT_ADDHDRS,
-        milter_enc_insheader(&ctx->acts, index, name, value));
+        milter_enc_insheader(acts, index, name, value));
 }
 
 int milter_ctx_chgheader(milter_ctx *ctx, const char *name, uint32_t index,
                          const char *value) {
   QUEUE(ctx, MILTER_ACT_CHGHDRS,
-        milter_enc_chgheader(&ctx->acts, index, name,
+        milter_enc_chgheader(acts, index, name,
                              value != NULL ? value : ""));
 }
 
 int milter_ctx_addrcpt(milter_ctx *ctx, const char *rcpt, const char *args) {
   QUEUE(ctx, args != NULL ? MILTER_ACT_ADDRCPT_PAR : MILTER_ACT_ADDRCPT,
-        milter_enc_addrcpt(&ctx->acts, rcpt, args));
+        milter_enc_addrcpt(acts, rcpt, args));
 }
 
 int milter_ctx_delrcpt(milter_ctx *ctx, const char *rcpt) {
-  QUEUE(ctx, MILTER_ACT_DELRCPT, milter_enc_delrcpt(&ctx->acts, rcpt));
+  QUEUE(ctx, MILTER_ACT_DELRCPT, milter_enc_delrcpt(acts, rcpt));
 }
 
 int milter_ctx_chgfrom(milter_ctx *ctx, const char *from, const char *args) {
-  QUEUE(ctx, MILTER_ACT_CHGFROM, milter_enc_chgfrom(&ctx->acts, from, args));
+  QUEUE(ctx, MILTER_ACT_CHGFROM, milter_enc_chgfrom(acts, from, args));
 }
 
 int milter_ctx_quarantine(milter_ctx *ctx, const char *reason) {
-  QUEUE(ctx, MILTER_ACT_QUARANTINE, milter_enc_quarantine(&ctx->acts, reason));
+  QUEUE(ctx, MILTER_ACT_QUARANTINE, milter_enc_quarantine(acts, reason));
 }
 
 int milter_ctx_replacebody(milter_ctx *ctx, const void *data, size_t len) {
@@ -73,8 +78,13 @@ int milter_ctx_replacebody(milter_ctx *ctx, const void *data, size_t len) {
     return rc;
   if (data == NULL && len > 0)
     return MILTER_E_INVAL;
-  if (len > 0 && (rc = milter_buf_append(&ctx->newbody, data, len)) < 0)
-    return rc;
+  if (len > 0) {
+    struct milter_msg *m = milter_msg_get(ctx);
+    if (m == NULL)
+      return MILTER_E_NOMEM;
+    if ((rc = milter_buf_append(&m->newbody, data, len)) < 0)
+      return rc;
+  }
   ctx->has_newbody = 1;
   return 0;
 }
@@ -90,17 +100,20 @@ int milter_ctx_clear_actions(milter_ctx *ctx) {
 
 int milter_actions_flush(milter_ctx *ctx) {
   int rc = 0;
-  if (ctx->acts.len > 0)
-    rc = milter_buf_append(&ctx->out, ctx->acts.data, ctx->acts.len);
-  if (rc == 0 && ctx->has_newbody)
-    rc = milter_enc_replbody(&ctx->out, ctx->newbody.data, ctx->newbody.len,
-                             ctx->data_size);
+  const struct milter_msg *m = ctx->msg;
+  if (m != NULL && m->acts.len > 0)
+    rc = milter_buf_append(&ctx->out, m->acts.data, m->acts.len);
+  if (rc == 0 && ctx->has_newbody) /* replacebody(0 bytes): no block */
+    rc = milter_enc_replbody(&ctx->out, m != NULL ? m->newbody.data : NULL,
+                             m != NULL ? m->newbody.len : 0, ctx->data_size);
   milter_actions_clear(ctx);
   return rc;
 }
 
 void milter_actions_clear(milter_ctx *ctx) {
-  milter_buf_free(&ctx->acts);
-  milter_buf_free(&ctx->newbody);
+  if (ctx->msg != NULL) {
+    milter_buf_free(&ctx->msg->acts);
+    milter_buf_free(&ctx->msg->newbody);
+  }
   ctx->has_newbody = 0;
 }

@@ -4,6 +4,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mf_alloc.h"
+
+struct milter_msg *milter_msg_get(milter_ctx *ctx) {
+  if (ctx->msg == NULL)
+    ctx->msg = xcalloc(1, sizeof *ctx->msg);
+  return ctx->msg;
+}
+
+void milter_msg_trim(milter_ctx *ctx) {
+  const struct milter_msg *m = ctx->msg;
+  /* While a reply is pending the block may be another thread's. */
+  if (m == NULL || ctx->in_msg || ctx->pending || m->acts.data != NULL ||
+      m->newbody.data != NULL || m->reply != NULL || m->deferred_reply != NULL)
+    return;
+  for (int i = 0; i < MAC_COUNT - MAC_MAIL; i++)
+    if (m->macros[i] != NULL)
+      return;
+  free(ctx->msg);
+  ctx->msg = NULL;
+}
+
 void milter_ctx_set_data(milter_ctx *ctx, void *data) {
   ctx->user_data = data;
 }
@@ -51,13 +72,14 @@ int milter_ctx_setreply(milter_ctx *ctx, const char *rcode, const char *xcode,
   milter_buf b;
   milter_buf_init(&b);
   int rc = milter_enc_replycode(&b, rcode, xcode, text);
-  if (rc < 0) {
+  struct milter_msg *m = rc < 0 ? NULL : milter_msg_get(ctx);
+  if (m == NULL) {
     milter_buf_free(&b);
-    return rc;
+    return rc < 0 ? rc : MILTER_E_NOMEM;
   }
-  free(ctx->reply);
-  ctx->reply = b.data; /* 4-byte length, 'y', "5xx ..." */
-  ctx->reply_len = (uint32_t)b.len;
+  free(m->reply);
+  m->reply = b.data; /* 4-byte length, 'y', "5xx ..." */
+  m->reply_len = (uint32_t)b.len;
   return 0;
 }
 
@@ -80,6 +102,7 @@ int milter_ctx_reply(milter_ctx *ctx, milter_status status) {
     return MILTER_E_CLOSED;
   }
   milter_session_finish(ctx, cmd, status);
+  milter_msg_trim(ctx);
   wake(ctx);
   return 0;
 }

@@ -2,7 +2,8 @@
  *
  * Each stage keeps one copy of its SMFIC_MACRO payload (name\0value\0...)
  * behind a 4-byte length, in one allocation: an idle connection holds its
- * CONNECT (and HELO) macros and nothing else for them.
+ * CONNECT (and HELO) macros and nothing else for them; the later stages'
+ * are in the message's block (ctx->msg), which the MAIL macros create.
  * Lifetimes follow the protocol: CONNECT/HELO macros last until QUIT or
  * QUIT_NC, the message's until ABORT or the end of the message. */
 #include "session.h"
@@ -11,8 +12,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Where stage's copy is kept; NULL for a message stage without a block. */
+static char **slot(milter_ctx *ctx, int stage) {
+  if (stage < MAC_MAIL)
+    return &ctx->macros[stage];
+  return ctx->msg != NULL ? &ctx->msg->macros[stage - MAC_MAIL] : NULL;
+}
+
 void milter_macros_store(milter_ctx *ctx, int stage, const char *p,
                          size_t len) {
+  char **s = slot(ctx, stage);
+  if (s == NULL && len == 0)
+    return; /* nothing kept, nothing to keep */
+  if (s == NULL) {
+    if (milter_msg_get(ctx) == NULL) {
+      milter_session_oom(ctx, "macros");
+      return;
+    }
+    s = slot(ctx, stage);
+  }
   char *copy = NULL;
   if (len > 0) {
     uint32_t n = (uint32_t)len; /* len <= the packet limit */
@@ -26,14 +44,17 @@ void milter_macros_store(milter_ctx *ctx, int stage, const char *p,
     memcpy(copy, &n, sizeof n);
     memcpy(copy + sizeof n, p, len);
   }
-  free(ctx->macros[stage]);
-  ctx->macros[stage] = copy;
+  free(*s);
+  *s = copy;
 }
 
 void milter_macros_clear(milter_ctx *ctx, int from_stage) {
   for (int i = from_stage; i < MAC_COUNT; i++) {
-    free(ctx->macros[i]);
-    ctx->macros[i] = NULL;
+    char **s = slot(ctx, i);
+    if (s != NULL) {
+      free(*s);
+      *s = NULL;
+    }
   }
 }
 
@@ -54,7 +75,9 @@ const char *milter_ctx_macro(const milter_ctx *ctx, const char *name) {
   size_t qlen;
   const char *q = bare(name, &qlen);
   for (int st = MAC_COUNT - 1; st >= 0; st--) {
-    const char *p = ctx->macros[st];
+    const char *p = st < MAC_MAIL   ? ctx->macros[st]
+                    : ctx->msg != NULL ? ctx->msg->macros[st - MAC_MAIL]
+                                       : NULL;
     if (p == NULL)
       continue;
     uint32_t plen;

@@ -157,9 +157,12 @@ void milter_session_init(milter_ctx *ctx, const milter_filter_desc *desc,
 }
 
 static void clear_reply(milter_ctx *ctx) {
-  free(ctx->reply);
-  ctx->reply = NULL;
-  ctx->reply_len = 0;
+  struct milter_msg *m = ctx->msg;
+  if (m != NULL) {
+    free(m->reply);
+    m->reply = NULL;
+    m->reply_len = 0;
+  }
 }
 
 static const char *status_name(int st) {
@@ -202,9 +205,11 @@ static void drop_deferred(milter_ctx *ctx, const char *why) {
   ctx->deferred_cmd = 0;
   ctx->deferred_conn = 0;
   ctx->deferred_told = 0;
-  free(ctx->deferred_reply);
-  ctx->deferred_reply = NULL;
-  ctx->deferred_reply_len = 0;
+  if (ctx->msg != NULL) {
+    free(ctx->msg->deferred_reply);
+    ctx->msg->deferred_reply = NULL;
+    ctx->msg->deferred_reply_len = 0;
+  }
 }
 
 void milter_session_free(milter_ctx *ctx) {
@@ -215,6 +220,8 @@ void milter_session_free(milter_ctx *ctx) {
   milter_actions_clear(ctx);
   clear_reply(ctx);
   drop_deferred(ctx, NULL);
+  free(ctx->msg);
+  ctx->msg = NULL;
 }
 
 int milter_session_paused(const milter_ctx *ctx) {
@@ -251,6 +258,7 @@ static void close_conn_state(milter_ctx *ctx) {
   milter_macros_clear(ctx, 0);
   clear_reply(ctx);
   drop_deferred(ctx, "the connection ended before a reply was due");
+  milter_msg_trim(ctx);
 }
 
 int milter_session_gone(milter_ctx *ctx) {
@@ -416,14 +424,12 @@ static int negotiate(milter_ctx *ctx, const milter_optneg *o) {
     mdsbit = MILTER_P_MDS_256K;
   }
 
-  ctx->version = v;
+  ctx->version = (uint8_t)v;
   ctx->actions = act;
   ctx->protocol = send | mdsbit;
-  ctx->mta_protocol = mta_proto;
   ctx->data_size = size;
   ctx->nr_sent = send & MILTER_P_ALL_NR;
-  ctx->nr_fake = want & MILTER_P_ALL_NR & ~mta_proto;
-  ctx->skip_states = skip_states_of(want);
+  ctx->skip_states = (uint16_t)skip_states_of(want);
   int rc =
       milter_enc_optneg_reply(&ctx->out, v, act, ctx->protocol,
                               (act & MILTER_ACT_SETSYMLIST) ? d->macros : NULL);
@@ -450,9 +456,9 @@ static int negotiate(milter_ctx *ctx, const milter_optneg *o) {
 /* sendreply(): the custom reply is used only when its class matches the
  * status (5xx with REJECT, 4xx with TEMPFAIL). */
 static int reply_matches(const milter_ctx *ctx, milter_status st) {
-  return ctx->reply != NULL &&
-         ((st == MILTER_REJECT && ctx->reply[5] == '5') ||
-          (st == MILTER_TEMPFAIL && ctx->reply[5] == '4'));
+  const uint8_t *r = ctx->msg != NULL ? ctx->msg->reply : NULL;
+  return r != NULL && ((st == MILTER_REJECT && r[5] == '5') ||
+                       (st == MILTER_TEMPFAIL && r[5] == '4'));
 }
 
 static void append_status(milter_ctx *ctx, uint8_t cmd, milter_status st) {
@@ -484,7 +490,7 @@ static void append_status(milter_ctx *ctx, uint8_t cmd, milter_status st) {
     st = MILTER_TEMPFAIL;
   }
   if (reply_matches(ctx, st)) {
-    int rc = milter_buf_append(&ctx->out, ctx->reply, ctx->reply_len);
+    int rc = milter_buf_append(&ctx->out, ctx->msg->reply, ctx->msg->reply_len);
     clear_reply(ctx);
     if (rc == 0)
       return;
@@ -533,7 +539,7 @@ static void emit(milter_ctx *ctx, uint8_t cmd, milter_status st) {
   if (cmd == MILTER_CMD_EOB) {
     if (is_failure(st)) {
       /* The message is refused: its changes mean nothing. */
-      if (ctx->acts.len > 0 || ctx->has_newbody)
+      if ((ctx->msg != NULL && ctx->msg->acts.len > 0) || ctx->has_newbody)
         milter_ctx_log(ctx, MILTER_LOG_DEBUG,
                        "queued actions dropped: end of message answered %s",
                        status_name(st));
@@ -590,11 +596,12 @@ static void defer(milter_ctx *ctx, uint8_t cmd, milter_status st) {
   ctx->deferred_conn = cmd == MILTER_CMD_CONNECT || cmd == MILTER_CMD_HELO;
   ctx->deferred_told = 0;
   /* The custom reply goes with it when it would be used with st. */
-  if (reply_matches(ctx, st)) {
-    ctx->deferred_reply = ctx->reply;
-    ctx->deferred_reply_len = ctx->reply_len;
-    ctx->reply = NULL;
-    ctx->reply_len = 0;
+  if (reply_matches(ctx, st)) { /* then there is a block */
+    struct milter_msg *m = ctx->msg;
+    m->deferred_reply = m->reply;
+    m->deferred_reply_len = m->reply_len;
+    m->reply = NULL;
+    m->reply_len = 0;
   }
   milter_ctx_log(ctx, MILTER_LOG_WARNING,
                  "%s at %s kept: no reply was negotiated there; it answers "
@@ -612,19 +619,24 @@ static void deliver_deferred(milter_ctx *ctx, uint8_t cmd) {
                    status_name(st), milter_cmd_name(ctx->deferred_cmd),
                    milter_cmd_name(cmd));
   }
+  /* A deferred custom reply is in the message block, which stays while
+   * this command is handled (milter_msg_trim runs after it). */
+  struct milter_msg *m = ctx->msg;
+  const uint8_t *kept = m != NULL ? m->deferred_reply : NULL;
   uint8_t *rep = NULL;
-  uint32_t rep_len = ctx->deferred_reply_len;
+  uint32_t rep_len = kept != NULL ? m->deferred_reply_len : 0;
   int last = !ctx->deferred_conn && (cmd == MILTER_CMD_EOB ||
                                      ends_message(cmd, st));
   if (last) {
-    rep = ctx->deferred_reply; /* taken */
-    ctx->deferred_reply = NULL;
-    ctx->deferred_reply_len = 0;
+    if (kept != NULL) { /* taken */
+      rep = m->deferred_reply;
+      m->deferred_reply = NULL;
+      m->deferred_reply_len = 0;
+    }
     drop_deferred(ctx, NULL);
-  } else if (ctx->deferred_reply != NULL &&
-             (rep = xmalloc(rep_len)) != NULL) {
-    memcpy(rep, ctx->deferred_reply, rep_len);
-  } else if (ctx->deferred_reply != NULL) {
+  } else if (kept != NULL && (rep = xmalloc(rep_len)) != NULL) {
+    memcpy(rep, kept, rep_len);
+  } else if (kept != NULL) {
     milter_ctx_log(ctx, MILTER_LOG_ERROR,
                    "out of memory for a custom reply: plain %s sent",
                    status_name(st));
@@ -634,8 +646,8 @@ static void deliver_deferred(milter_ctx *ctx, uint8_t cmd) {
     end_message(ctx, MAC_MAIL);
   if (rep != NULL) {
     clear_reply(ctx);
-    ctx->reply = rep;
-    ctx->reply_len = rep_len;
+    m->reply = rep;
+    m->reply_len = rep_len;
   }
   finish_reply(ctx, cmd, st);
   if (rep != NULL)
@@ -933,6 +945,7 @@ int milter_session_feed(milter_ctx *ctx, const uint8_t *buf, size_t len) {
           !ctx->pending)
         ctx->frag = FRAG_IGNORE; /* not taken (out of order ...): skip */
     }
+    milter_msg_trim(ctx);
     if (ctx->close_req)
       return MILTER_E_CLOSED;
     if (ctx->pending) {

@@ -82,6 +82,21 @@ enum {
   MAC_COUNT
 };
 
+/* What only a message needs (and a custom reply, which is mostly a
+ * message's): allocated when first needed -- the MAIL macros, usually --
+ * and freed once the message is over and it is empty (milter_msg_trim), so
+ * that an idle connection carries none of it (bench/MEMORY.md). */
+struct milter_msg {
+  /* SMFIC_MACRO copies of stages MAC_MAIL.. (see milter_ctx.macros). */
+  char *macros[MAC_COUNT - MAC_MAIL];
+  milter_buf acts;         /* queued end-of-message actions (encoded) */
+  milter_buf newbody;      /* replacement body bytes */
+  uint8_t *reply;          /* encoded custom SMFIR_REPLYCODE packet */
+  uint8_t *deferred_reply; /* the one kept with a deferred status */
+  uint32_t reply_len;
+  uint32_t deferred_reply_len;
+};
+
 struct milter_ctx {
   const milter_filter_desc *desc;
   const milter_session_env *env;
@@ -90,29 +105,27 @@ struct milter_ctx {
   milter_buf out;     /* bytes to send to the MTA */
   milter_buf backlog; /* unprocessed input while a reply is pending */
   milter_decoder dec;
-  /* Each stage's SMFIC_MACRO payload: a 4-byte length (host order), then
-   * the copy of name\0value\0... (macros.c), or NULL. */
-  char *macros[MAC_COUNT];
-  uint8_t *reply; /* encoded custom SMFIR_REPLYCODE packet, or NULL */
-  uint8_t *deferred_reply; /* see deferred below */
-  milter_buf acts;    /* queued end-of-message actions (encoded) */
-  milter_buf newbody; /* replacement body bytes */
+  /* The CONNECT and HELO stages' SMFIC_MACRO payload: a 4-byte length
+   * (host order), then the copy of name\0value\0... (macros.c), or NULL.
+   * Later stages' are in msg. */
+  char *macros[MAC_MAIL];
+  struct milter_msg *msg; /* NULL when no message state is held */
   /* Negotiated with the MTA. */
-  uint32_t version, actions, protocol, data_size;
-  uint32_t mta_protocol;
-  uint32_t nr_sent;     /* NR_* bits the MTA agreed to: it waits for nothing */
-  uint32_t nr_fake;     /* NR_* bits wanted but unknown to the MTA: faked */
-  uint32_t skip_states; /* MI_MASK of stages NO* allows to skip (fix_stm) */
-  uint32_t reply_len;   /* of reply (here: no hole in the struct) */
-  uint32_t deferred_reply_len;
-  uint8_t state;        /* enum milter_stage */
-  uint8_t pending;      /* command whose reply is PENDING, or 0 */
-  uint8_t frag;         /* a streamed BODY packet: FRAG_* (session.c) */
-  uint8_t frag_st;      /* its status so far (milter_status) */
+  uint32_t actions, protocol, data_size;
+  uint32_t nr_sent; /* NR_* bits the MTA agreed to: it waits for nothing */
+  const char *peer; /* as given to milter_session_init (not copied) */
+  /* milter_ctx_post() without allocating (post.h). */
+  struct milter_post_item post_slot;
+  atomic_int post_slot_busy;
+  uint16_t skip_states; /* MASK of stages NO* allows to skip (fix_stm) */
+  uint8_t version;
+  uint8_t state;   /* enum milter_stage */
+  uint8_t pending; /* command whose reply is PENDING, or 0 */
+  uint8_t frag;    /* a streamed BODY packet: FRAG_* (session.c) */
+  uint8_t frag_st; /* its status so far (milter_status) */
   /* A final status returned for a command whose reply was negotiated away
-   * (session.c, "Deferred status"): 0 (none) or the milter_status, the
-   * command it came from, and the custom reply kept with it (deferred_reply
-   * and its length, above with the other pointers and counts: no holes). */
+   * (session.c, "Deferred status"): 0 (none) or the milter_status, and the
+   * command it came from; the custom reply kept with it is in msg. */
   uint8_t deferred;
   uint8_t deferred_cmd;
   unsigned negotiated : 1;
@@ -124,10 +137,6 @@ struct milter_ctx {
   unsigned close_req : 1;   /* the filter returned MILTER_CLOSE */
   unsigned deferred_conn : 1; /* deferred at CONNECT/HELO: whole connection */
   unsigned deferred_told : 1; /* its delivery was logged */
-  const char *peer; /* as given to milter_session_init (not copied) */
-  /* milter_ctx_post() without allocating (post.h). */
-  struct milter_post_item post_slot;
-  atomic_int post_slot_busy;
 };
 
 #define MILTER_SESSION_PAUSED 1
@@ -161,6 +170,12 @@ void milter_logf(const milter_session_env *env, milter_log_level level,
 /* Macro lookup in the session (macros.c). */
 void milter_macros_store(milter_ctx *ctx, int stage, const char *p, size_t len);
 void milter_macros_clear(milter_ctx *ctx, int from_stage);
+/* ctx->msg, allocated (zeroed) if there is none yet; NULL when out of
+ * memory (ctx.c). */
+struct milter_msg *milter_msg_get(milter_ctx *ctx);
+/* Free ctx->msg when no message is in progress and it holds nothing
+ * (ctx.c); called once a command has been handled, never in the middle. */
+void milter_msg_trim(milter_ctx *ctx);
 /* End-of-message actions (actions.c): flush queue into out; drop queue. */
 int milter_actions_flush(milter_ctx *ctx);
 void milter_actions_clear(milter_ctx *ctx);

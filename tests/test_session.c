@@ -946,6 +946,102 @@ static void test_macros_lifetime(void **state) {
   assert_null(milter_ctx_macro(&ctx, "tls_version"));
 }
 
+/* Message state lives in ctx.msg (bench/MEMORY.md): an idle connection has
+ * none; the MAIL macros make it, the end of the message (reply to EOM,
+ * ABORT) frees it, a reply still pending keeps it, and a custom reply or a
+ * connection-wide deferred status keeps it as long as they last. */
+static void test_message_block(void **state) {
+  (void)state;
+  eom_actions = 1;
+  start();
+  neg(6, MILTER_ACT_ALL, ALLP);
+  connect_helo();
+  macro('H', "{tls_version}", "TLSv1.3");
+  assert_int_equal(milter_enc_helo(&in, "again"), 0);
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "Occc");
+  assert_null(ctx.msg);
+  macro('M', "i", "QID7");
+  assert_int_equal(feed(), 0);
+  assert_non_null(ctx.msg); /* before MAIL itself */
+  assert_string_equal(milter_ctx_macro(&ctx, "i"), "QID7");
+  message("<a@x>"); /* its 'M' macros replace QID7's, its 'R' has i */
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "cccccc" "hmqb" "c");
+  assert_non_null(strstr(events, "E(i=QID1)"));
+  assert_null(ctx.msg);
+  assert_null(milter_ctx_macro(&ctx, "i"));
+  assert_string_equal(milter_ctx_macro(&ctx, "j"), "mx.example");
+  assert_string_equal(milter_ctx_macro(&ctx, "tls_version"), "TLSv1.3");
+  /* A message without macros or actions needs none. */
+  mail_rcpt("<b@x>");
+  assert_int_equal(feed(), 0);
+  assert_null(ctx.msg);
+  assert_int_equal(milter_enc_simple(&in, 'A'), 0);
+  /* ABORT */
+  macro('M', "i", "QID8");
+  mail_rcpt("<b@x>");
+  assert_int_equal(feed(), 0);
+  assert_non_null(ctx.msg);
+  assert_int_equal(milter_enc_simple(&in, 'A'), 0);
+  assert_int_equal(feed(), 0);
+  assert_null(ctx.msg);
+  /* A pending EOM keeps it until the reply; the reply frees it. */
+  eom_actions = 0;
+  next_status['E'] = MILTER_PENDING;
+  macro('M', "i", "QID9");
+  mail_rcpt("<c@x>");
+  assert_int_equal(milter_enc_simple(&in, 'E'), 0);
+  replies();
+  assert_int_equal(feed(), MILTER_SESSION_PAUSED);
+  assert_string_equal(replies(), "cc");
+  assert_non_null(ctx.msg);
+  assert_int_equal(milter_ctx_setreply(&ctx, "550", "5.7.1", "no"), 0);
+  assert_int_equal(milter_ctx_reply(&ctx, MILTER_REJECT), 0);
+  assert_null(ctx.msg);
+  assert_string_equal(replies(), "y");
+  assert_string_equal(rtext[0], "550 5.7.1 no");
+  /* A custom reply set between messages stays until it is used. */
+  next_status['M'] = MILTER_REJECT;
+  assert_int_equal(milter_ctx_setreply(&ctx, "554", NULL, "go away"), 0);
+  assert_non_null(ctx.msg);
+  assert_int_equal(milter_enc_helo(&in, "third"), 0);
+  assert_int_equal(feed(), 0);
+  assert_non_null(ctx.msg); /* HELO's CONTINUE does not use it */
+  assert_int_equal(milter_enc_envaddr(&in, 'M', "<d@x>", 0, NULL), 0);
+  assert_int_equal(milter_enc_simple(&in, 'A'), 0);
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "c" "y");
+  assert_null(ctx.msg);
+  quit_gone();
+  milter_session_free(&ctx);
+
+  /* A connection-wide deferred status keeps its custom reply (and so the
+   * block) for the connection, and answers each message with it. */
+  setup(NULL);
+  desc.protocol_wanted = MILTER_P_NR_CONN;
+  next_status['C'] = MILTER_TEMPFAIL;
+  start();
+  neg(6, MILTER_ACT_ALL, ALLP);
+  assert_int_equal(feed(), 0);
+  assert_int_equal(milter_ctx_setreply(&ctx, "421", "4.7.0", "later"), 0);
+  connect_helo();
+  mail_rcpt("<a@x>");
+  assert_int_equal(milter_enc_simple(&in, 'A'), 0);
+  mail_rcpt("<b@x>");
+  assert_int_equal(feed(), 0);
+  /* HELO, and MAIL twice (the RCPTs after a refused MAIL are out of
+   * order: no reply, as libmilter). */
+  assert_string_equal(replies(), "O" "yyy");
+  assert_string_equal(rtext[1], "421 4.7.0 later");
+  assert_string_equal(rtext[3], "421 4.7.0 later");
+  assert_non_null(ctx.msg);
+  assert_null(ctx.msg->reply);
+  assert_non_null(ctx.msg->deferred_reply);
+  quit_gone();
+  assert_null(ctx.msg);
+}
+
 static void test_abort_twice_and_after_eom(void **state) {
   (void)state;
   start();
@@ -1076,7 +1172,8 @@ static void test_actions_state(void **state) {
   assert_int_equal(milter_ctx_addheader(&ctx, "A", NULL), MILTER_E_INVAL);
   assert_int_equal(milter_ctx_addheader(&ctx, "A", "b"), 0);
   assert_int_equal(milter_ctx_clear_actions(&ctx), 0);
-  assert_int_equal(ctx.acts.len, 0);
+  assert_non_null(ctx.msg); /* addheader made the message block */
+  assert_int_equal(ctx.msg->acts.len, 0);
   assert_int_equal(milter_ctx_clear_actions(NULL), MILTER_E_INVAL);
   ctx.in_eom = 0;
   assert_int_equal(milter_ctx_clear_actions(&ctx), MILTER_E_STATE);
@@ -1215,6 +1312,7 @@ int main(void) {
       T(test_big_packet_tolerated_and_hard_cap),
       T(test_malformed),
       T(test_macros_lifetime),
+    T(test_message_block),
       T(test_abort_twice_and_after_eom),
       T(test_mail_after_eom_and_mid_message),
       T(test_quit_nc),
