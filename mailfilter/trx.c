@@ -189,8 +189,7 @@ void mf_engine_reset_connection(mf_trx *t) {
   if (t == NULL)
     return;
   mf_engine_reset_message(t);
-  free(t->hostname); /* ip is in the same block */
-  free(t->helo);
+  free(t->hostname); /* ip and helo are in the same block */
   t->hostname = t->ip = t->helo = NULL;
   t->family = 0;
   t->port = 0;
@@ -235,23 +234,35 @@ void mf_engine_set_complete_hook(mf_trx *t, mf_engine_complete_fn fn,
 /* Engine: events                                                           */
 /* ------------------------------------------------------------------------ */
 
+/* The connection's strings in one block, "hostname\0ip\0helo\0" (helo
+ * NULL: none), owned through t->hostname: one allocation per connection.
+ * The arguments may point into the old block. */
+static int set_conn_strs(mf_trx *t, const char *hostname, const char *ip,
+                         const char *helo) {
+  size_t hl = strlen(hostname) + 1, al = strlen(ip) + 1;
+  size_t el = helo != NULL ? strlen(helo) + 1 : 0;
+  char *b = xmalloc(hl + al + el);
+  if (b == NULL)
+    return MF_E_NOMEM;
+  memcpy(b, hostname, hl);
+  memcpy(b + hl, ip, al);
+  if (helo != NULL)
+    memcpy(b + hl + al, helo, el);
+  free(t->hostname);
+  t->hostname = b;
+  t->ip = b + hl;
+  t->helo = helo != NULL ? b + hl + al : NULL;
+  return 0;
+}
+
 int mf_engine_connect(mf_trx *t, const char *hostname, char family,
                       uint16_t port, const char *address) {
   if (t == NULL)
     return MF_E_INVAL;
-  if (hostname == NULL)
-    hostname = "";
-  if (address == NULL)
-    address = "";
-  size_t hl = strlen(hostname) + 1, al = strlen(address) + 1;
-  char *b = xmalloc(hl + al);
-  if (b == NULL)
-    return MF_E_NOMEM;
-  memcpy(b, hostname, hl);
-  memcpy(b + hl, address, al);
-  free(t->hostname);
-  t->hostname = b;
-  t->ip = b + hl;
+  int rc = set_conn_strs(t, hostname != NULL ? hostname : "",
+                         address != NULL ? address : "", t->helo);
+  if (rc != 0)
+    return rc;
   t->family = family;
   t->port = port;
   return 0;
@@ -260,7 +271,8 @@ int mf_engine_connect(mf_trx *t, const char *hostname, char family,
 int mf_engine_helo(mf_trx *t, const char *helo) {
   if (t == NULL || helo == NULL)
     return MF_E_INVAL;
-  return set_str(&t->helo, helo);
+  return set_conn_strs(t, t->hostname != NULL ? t->hostname : "",
+                       t->ip != NULL ? t->ip : "", helo);
 }
 
 static int ensure_hdrs(mf_trx *t) {

@@ -310,8 +310,42 @@ static void test_limits(void **state) {
   mf_engine_trx_free(t);
 }
 
+/* The connection's strings (one block in the trx): HELO and CONNECT in
+ * either order, repeated, and gone with the connection. */
+static void test_connection_strings(void **state) {
+  (void)state;
+  mf_trx *t = NULL;
+  assert_int_equal(mf_engine_trx_new(&t, NULL), 0);
+  assert_null(mf_trx_helo(t));
+  assert_string_equal(mf_trx_client_hostname(t), "");
+  assert_int_equal(mf_engine_helo(t, "early.example"), 0);
+  assert_string_equal(mf_trx_helo(t), "early.example");
+  assert_string_equal(mf_trx_client_ip(t), "");
+  assert_int_equal(mf_engine_connect(t, "c.example", '6', 2525, "2001:db8::1"),
+                   0);
+  assert_string_equal(mf_trx_helo(t), "early.example"); /* kept */
+  assert_string_equal(mf_trx_client_hostname(t), "c.example");
+  assert_string_equal(mf_trx_client_ip(t), "2001:db8::1");
+  assert_int_equal(mf_engine_helo(t, "a-much-longer-helo-name.example"), 0);
+  assert_int_equal(mf_engine_helo(t, "h.example"), 0);
+  assert_string_equal(mf_trx_helo(t), "h.example");
+  assert_string_equal(mf_trx_client_hostname(t), "c.example");
+  assert_string_equal(mf_trx_client_ip(t), "2001:db8::1");
+  assert_int_equal(mf_trx_client_port(t), 2525);
+  assert_int_equal(mf_trx_client_family(t), '6');
+  assert_int_equal(mf_engine_connect(t, NULL, '4', 25, NULL), 0);
+  assert_string_equal(mf_trx_client_hostname(t), "");
+  assert_string_equal(mf_trx_helo(t), "h.example");
+  assert_int_equal(mf_engine_helo(t, NULL), MF_E_INVAL);
+  mf_engine_reset_connection(t);
+  assert_null(mf_trx_helo(t));
+  assert_string_equal(mf_trx_client_ip(t), "");
+  mf_engine_trx_free(t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_connection_strings),
       cmocka_unit_test(test_untouched_zero),
       cmocka_unit_test(test_changes_undone_are_no_changes),
       cmocka_unit_test(test_appends_postfix_vs_sendmail),
