@@ -1,10 +1,22 @@
-/* UTF-8 validation and NFC normalisation (ICU). */
+/* UTF-8 validation and NFC normalisation (ICU).
+ *
+ * ICU is loaded when a string first needs normalising (a non-ASCII address),
+ * not when the program starts: libicuuc with libicudata and libstdc++ is
+ * 1.6 MiB of resident pages in every process that links us, most of which
+ * never sees a non-ASCII address (bench/MEMORY.md).  Loaded once for the
+ * process (pthread_once; any thread), never unloaded; the library named is
+ * the one the headers come from (libicuuc.so.<major>, its symbols carry the
+ * same _<major> suffix). */
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <unicode/unorm2.h>
 #include <unicode/ustring.h>
+#include <unicode/uvernum.h>
 
 #include "addr_internal.h"
 #include "mf_alloc.h"
@@ -92,6 +104,54 @@ int mfa_utf8_check(const char *s, size_t len, const char **why) {
   return 0;
 }
 
+#define MFA_STR2(x) #x
+#define MFA_STR(x) MFA_STR2(x) /* macro-expanded: u_strToUTF8 -> ..._72 */
+#define ICU_LIB "libicuuc.so." MFA_STR(U_ICU_VERSION_MAJOR_NUM)
+
+static struct {
+  const UNormalizer2 *(*nfc_instance)(UErrorCode *);
+  UChar *(*from_utf8)(UChar *, int32_t, int32_t *, const char *, int32_t,
+                      UErrorCode *);
+  int32_t (*normalize)(const UNormalizer2 *, const UChar *, int32_t, UChar *,
+                       int32_t, UErrorCode *);
+  char *(*to_utf8)(char *, int32_t, int32_t *, const UChar *, int32_t,
+                   UErrorCode *);
+  int ok;
+} icu;
+static char icu_why[160] = "ICU not loaded";
+static pthread_once_t icu_once = PTHREAD_ONCE_INIT;
+
+/* *fn = dlsym(h, name), without converting an object pointer to a function
+ * pointer in C (the result is one). */
+static int sym(void *h, const char *name, void *fn, size_t size) {
+  void *p = dlsym(h, name);
+  if (p == NULL || size != sizeof p)
+    return -1;
+  memcpy(fn, &p, size);
+  return 0;
+}
+
+static void icu_load(void) {
+  void *h = dlopen(ICU_LIB, RTLD_NOW | RTLD_LOCAL);
+  if (h == NULL) {
+    const char *e = dlerror();
+    snprintf(icu_why, sizeof icu_why, "cannot load ICU: %s", e ? e : ICU_LIB);
+    return;
+  }
+#define ICU_SYM(field, fn)                                                     \
+  (sym(h, MFA_STR(fn), &icu.field, sizeof icu.field) == 0                      \
+       ? 0                                                                     \
+       : (snprintf(icu_why, sizeof icu_why, "%s has no %s", ICU_LIB,           \
+                   MFA_STR(fn)),                                               \
+          -1))
+  if (ICU_SYM(nfc_instance, unorm2_getNFCInstance) == 0 &&
+      ICU_SYM(from_utf8, u_strFromUTF8) == 0 &&
+      ICU_SYM(normalize, unorm2_normalize) == 0 &&
+      ICU_SYM(to_utf8, u_strToUTF8) == 0)
+    icu.ok = 1;
+#undef ICU_SYM
+}
+
 int mfa_nfc(const char *s, size_t len, char **out, const char **why) {
   *out = NULL;
   if (!mfa_has_non_ascii(s, len)) { /* ASCII is always NFC */
@@ -100,8 +160,11 @@ int mfa_nfc(const char *s, size_t len, char **out, const char **why) {
   }
   if (len > (size_t)INT32_MAX / 4)
     return mfa_fail(why, MF_ADDR_E_NORMALIZE, "string too long to normalise");
+  pthread_once(&icu_once, icu_load);
+  if (!icu.ok)
+    return mfa_fail(why, MF_ADDR_E_NORMALIZE, icu_why);
   UErrorCode st = U_ZERO_ERROR;
-  const UNormalizer2 *nfc = unorm2_getNFCInstance(&st);
+  const UNormalizer2 *nfc = icu.nfc_instance(&st);
   if (U_FAILURE(st))
     return mfa_fail(why, MF_ADDR_E_NORMALIZE, "ICU NFC data unavailable");
 
@@ -115,31 +178,31 @@ int mfa_nfc(const char *s, size_t len, char **out, const char **why) {
   u16 = xmalloc(sizeof(UChar) * (len + 1));
   if (!u16)
     goto done;
-  u_strFromUTF8(u16, (int32_t)len + 1, &u16len, s, (int32_t)len, &st);
+  icu.from_utf8(u16, (int32_t)len + 1, &u16len, s, (int32_t)len, &st);
   if (U_FAILURE(st))
     goto icu_fail;
 
   /* Normalise: preflight for the size, then for real. */
-  n16len = unorm2_normalize(nfc, u16, u16len, NULL, 0, &st);
+  n16len = icu.normalize(nfc, u16, u16len, NULL, 0, &st);
   if (st != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(st))
     goto icu_fail;
   st = U_ZERO_ERROR;
   n16 = xmalloc(sizeof(UChar) * ((size_t)n16len + 1));
   if (!n16)
     goto done;
-  n16len = unorm2_normalize(nfc, u16, u16len, n16, n16len + 1, &st);
+  n16len = icu.normalize(nfc, u16, u16len, n16, n16len + 1, &st);
   if (U_FAILURE(st))
     goto icu_fail;
 
   /* UTF-16 -> UTF-8. */
-  u_strToUTF8(NULL, 0, &u8len, n16, n16len, &st);
+  icu.to_utf8(NULL, 0, &u8len, n16, n16len, &st);
   if (st != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(st))
     goto icu_fail;
   st = U_ZERO_ERROR;
   res = xmalloc((size_t)u8len + 1);
   if (!res)
     goto done;
-  u_strToUTF8(res, u8len + 1, &u8len, n16, n16len, &st);
+  icu.to_utf8(res, u8len + 1, &u8len, n16, n16len, &st);
   if (U_FAILURE(st))
     goto icu_fail;
   res[u8len] = '\0';
