@@ -9,6 +9,14 @@
  * switched off with NO* (no body before a decision at end of headers, no
  * headers before one at DATA...).
  *
+ * End of headers is no exception: NR_EOH is asked for too.  Where the MTA
+ * has it (protocol v6: Postfix, Sendmail 8.14+) a decision at end of
+ * headers starts there (on the loop, or on a worker while the MTA goes on
+ * receiving the body it does not send us: NOBODY) and its verdict, whatever
+ * it is, is held and given at end of message, the one reply of the
+ * message: one round trip instead of two.  An MTA without NR_EOH gets the
+ * verdict at end of headers as before (see "held" below).
+ *
  * Failures (spool I/O, allocation, limits, validator, decide(), changes that
  * cannot be sent) answer on_error through on_failure(), logged once with
  * the queue id and the cause.  In an event whose reply was negotiated away
@@ -57,6 +65,8 @@ struct fconn {
   int decided;     /* this message's decision has run */
   int held;        /* ...and its verdict waits for end of message */
   mf_decision held_d;
+  int held_limit;  /* a limit's status waits for end of message */
+  milter_status limit_st;
   int conn_decided; /* CONNECT/HELO stage: the connection's decision ran */
   int conn_held;    /* ...and DISCARD/QUARANTINE applies to each message */
   mf_decision conn_d;
@@ -147,7 +157,7 @@ static fconn *get_fc(milter_ctx *ctx) {
 
 static void msg_reset(fconn *fc) {
   mf_engine_reset_message(fc->trx);
-  fc->decided = fc->held = 0;
+  fc->decided = fc->held = fc->held_limit = 0;
   fc->limit_logged = 0;
 }
 
@@ -270,8 +280,22 @@ static int is_conn_event(uint8_t ev) {
   return ev == MILTER_CMD_CONNECT || ev == MILTER_CMD_HELO;
 }
 
+/* The decision runs at end of headers and the MTA waits for no reply there
+ * (NR_EOH): its verdict is given at end of message, the next reply due. */
+static int eoh_quiet(const fconn *fc) {
+  return fc->event == MILTER_CMD_EOH &&
+         (milter_ctx_protocol(fc->ctx) & MILTER_P_NR_EOH) != 0;
+}
+
 /* The decision d of the decision function, at event fc->event. */
 static milter_status verdict(fconn *fc, mf_decision d) {
+  if (eoh_quiet(fc)) {
+    /* Every verdict, REJECT and ACCEPT included, waits for end of message:
+     * cb_eom gives it with fc->event EOB. */
+    fc->held = 1;
+    fc->held_d = d;
+    return MILTER_NOREPLY;
+  }
   switch (d) {
   case MF_REJECT:
   case MF_TEMPFAIL:
@@ -444,8 +468,13 @@ static milter_status start(fconn *fc, uint8_t event, int kind) {
     else
       fc->decided = 1;
     milter_status st;
-    if (!is_conn_event(event) && limit_status(fc, &st))
-      return st;
+    if (!is_conn_event(event) && limit_status(fc, &st)) {
+      if (st == MILTER_CLOSE || !eoh_quiet(fc))
+        return st;
+      fc->held_limit = 1; /* answered at end of message (reply kept) */
+      fc->limit_st = st;
+      return MILTER_NOREPLY;
+    }
   }
   snapshot_macros(fc);
   if (f->opts.flags & MF_OPT_NONBLOCKING) {
@@ -599,6 +628,8 @@ static milter_status cb_eom(milter_ctx *ctx) {
       return on_failure(fc, "cannot quarantine");
     return MILTER_ACCEPT;
   }
+  if (fc->held_limit)
+    return fc->limit_st;
   if (fc->held)
     return verdict(fc, fc->held_d);
   if (!fc->decided)
@@ -682,8 +713,9 @@ static int build_desc(mf_filter *f) {
     nr |= MILTER_P_NR_RCPT;
   if (s != MF_STAGE_RCPT && s != MF_STAGE_DATA)
     nr |= MILTER_P_NR_DATA;
-  if (s < MF_STAGE_MAIL || s > MF_STAGE_EOH)
-    nr |= MILTER_P_NR_EOH;
+  /* A decision at end of headers is answered at end of message where the
+   * MTA has NR_EOH (see the top of this file); without it, at once. */
+  nr |= MILTER_P_NR_EOH;
   d->protocol_wanted = nr | MILTER_P_HDR_LEADSPC;
   d->max_data_size = MILTER_DATA_1M;
 

@@ -122,6 +122,15 @@ static void headers(milter_client *c, milter_client_result *r) {
   OK(milter_client_header(c, "X-A", " 2", r));
 }
 
+/* End of headers then end of message.  The client offers NR_EOH (as Postfix
+ * does): a decision at end of headers gets no reply there, its verdict
+ * answers end of message.  Returns milter_client_eom's code. */
+static int eoh_eom(milter_client *c, milter_client_result *r) {
+  OK(milter_client_eoh(c, r));
+  assert_int_equal(r->status, MILTER_CLIENT_NOREPLY);
+  return milter_client_eom(c, r);
+}
+
 /* ---- stages and replies ------------------------------------------------- */
 
 static void test_eom_untouched_zero_actions(void **state) {
@@ -170,15 +179,18 @@ static void test_eoh_accept_no_body(void **state) {
   milter_client_nego n;
   milter_client *c = open_client(&t, &n);
   assert_true(n.protocol & MILTER_P_NOBODY);
+  assert_true(n.protocol & MILTER_P_NR_EOH);
   tf_envelope(c, "<s@example.org>", 2, two_rcpts, MILTER_CLIENT_NOREPLY);
   milter_client_result r = {0};
   headers(c, &r);
   OK(milter_client_eoh(c, &r));
-  assert_int_equal(r.status, MILTER_CLIENT_REPLIED);
-  assert_int_equal(r.reply, MILTER_REPLY_ACCEPT);
+  assert_int_equal(r.status, MILTER_CLIENT_NOREPLY);
   /* The MTA transmits no body at all. */
   OK(milter_client_body(c, "x\r\n", 3, &r));
   assert_int_equal(r.status, MILTER_CLIENT_NOT_SENT);
+  OK(milter_client_eom(c, &r));
+  assert_int_equal(r.reply, MILTER_REPLY_ACCEPT);
+  assert_int_equal(r.n_actions, 0);
   assert_int_equal(S.seen_stage, MF_STAGE_EOH);
   milter_client_result_free(&r);
   milter_client_quit(c);
@@ -207,7 +219,7 @@ static void test_eoh_change_held_until_eom(void **state) {
   milter_client_result r = {0};
   headers(c, &r);
   OK(milter_client_eoh(c, &r));
-  assert_int_equal(r.reply, MILTER_REPLY_CONTINUE);
+  assert_int_equal(r.status, MILTER_CLIENT_NOREPLY);
   OK(milter_client_body(c, "x\r\n", 3, &r));
   assert_int_equal(r.status, MILTER_CLIENT_NOT_SENT);
   OK(milter_client_eom(c, &r));
@@ -273,9 +285,7 @@ static void test_quarantine_at_eoh(void **state) {
   tf_envelope(c, "<s@example.org>", 2, two_rcpts, MILTER_CLIENT_NOREPLY);
   milter_client_result r = {0};
   headers(c, &r);
-  OK(milter_client_eoh(c, &r));
-  assert_int_equal(r.reply, MILTER_REPLY_CONTINUE);
-  OK(milter_client_eom(c, &r));
+  OK(eoh_eom(c, &r));
   assert_int_equal(r.reply, MILTER_REPLY_ACCEPT);
   assert_int_equal(r.n_actions, 1);
   assert_int_equal(r.actions[0].type, MILTER_ACTION_QUARANTINE);
@@ -327,7 +337,7 @@ static void test_fail_default_tempfail_and_accept(void **state) {
     tf_envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
     milter_client_result r = {0};
     headers(c, &r);
-    int rc = milter_client_eoh(c, &r);
+    int rc = eoh_eom(c, &r);
     if (mode == 0) {
       assert_int_equal(rc, 0);
       assert_int_equal(r.reply, MILTER_REPLY_REPLYCODE);
@@ -376,7 +386,7 @@ static void test_pending_with_progress(void **state) {
     tf_envelope(c, "<s@example.org>", 1, two_rcpts, MILTER_CLIENT_NOREPLY);
     milter_client_result r = {0};
     headers(c, &r);
-    OK(milter_client_eoh(c, &r));
+    OK(eoh_eom(c, &r));
     assert_int_equal(r.reply, MILTER_REPLY_REJECT);
     assert_true(r.progress >= 2);
     pthread_join(later_thread, NULL);
@@ -450,7 +460,7 @@ static void test_rcpt_validator(void **state) {
   OK(milter_client_rcpt(c, "<other@example.net>", 0, NULL, &r));
   assert_int_equal(r.reply, MILTER_REPLY_CONTINUE);
   headers(c, &r);
-  OK(milter_client_eoh(c, &r));
+  OK(eoh_eom(c, &r));
   assert_int_equal(r.reply, MILTER_REPLY_ACCEPT);
   assert_int_equal(S.seen_rcpts, 2); /* the rejected one is gone */
   assert_int_equal(atomic_load(&S.rcpt_calls), 3);

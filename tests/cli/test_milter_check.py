@@ -374,10 +374,12 @@ class MilterCheckTest(unittest.TestCase):
             self.assertNotIn("abort", [e["event"] for e in t["events"]])
 
     def test_count3_early_accept_aborts(self):
-        # external accepts at end of headers when authenticated: the next
+        # external accepts at end of headers when authenticated.  An MTA
+        # without NR_EOH gets that accept at end of headers: the next
         # transaction must be preceded by ABORT
-        doc = run_json(self, ["--count", "3", "--macro",
-                              "mail:auth_authen=alice", self.ext,
+        no_nr_eoh = "%x" % (0x001FFFFF & ~0x00040000)
+        doc = run_json(self, ["--count", "3", "--steps", no_nr_eoh,
+                              "--macro", "mail:auth_authen=alice", self.ext,
                               self.msgfile])
         ts = doc["transactions"]
         self.assertEqual(len(ts), 3)
@@ -385,6 +387,20 @@ class MilterCheckTest(unittest.TestCase):
             evs = [e["event"] for e in t["events"]]
             self.assertNotIn("eom", evs)
             self.assertEqual(evs.count("abort"), 0 if i == 2 else 1, evs)
+
+    def test_count3_eoh_accept_with_nr_eoh(self):
+        # offered NR_EOH (the default, as Postfix), the same accept answers
+        # end of message: no ABORT between transactions
+        doc = run_json(self, ["--count", "3", "--macro",
+                              "mail:auth_authen=alice", self.ext,
+                              self.msgfile])
+        ts = doc["transactions"]
+        self.assertEqual(len(ts), 3)
+        for t in ts:
+            evs = [e["event"] for e in t["events"]]
+            self.assertEqual(t["decision"], "accept")
+            self.assertIn("eom", evs)
+            self.assertNotIn("abort", evs)
 
     def test_stdin(self):
         for args in ([self.rc, "-"], [self.rc]):

@@ -92,9 +92,12 @@ class MtaGivesUp(unittest.TestCase):
             # The slow decision: Postfix gives up after milter_content_timeout.
             slow = "scen-gate-%s@%s" % (late, D)
             r = pf.send(SENDER, [slow], scen_message(BIG_BODY))
+            # Postfix has NR_EOH: a decision at end of headers is answered
+            # at end of message, where Postfix waits in both cases; the reply
+            # the library owes is the one to the event it decides at.
             event = "BODYEOB" if stage == "eom" else "EOH"
-            pf.wait_log(r"warning: milter inet:127\.0\.0\.1:%d: can't read SMFIC_%s reply "
-                        r"packet header: Connection timed out" % (port, event))
+            pf.wait_log(r"warning: milter inet:127\.0\.0\.1:%d: can't read SMFIC_BODYEOB "
+                        r"reply packet header: Connection timed out" % port)
             if action == "tempfail":
                 self.assertFalse(r.ok, r)
                 self.assertEqual(r.code, 451, r)

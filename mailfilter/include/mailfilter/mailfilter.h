@@ -75,7 +75,22 @@ typedef struct mf_trx mf_trx;
  * A decision before MF_STAGE_EOM that changes the message (or quarantines)
  * is held until end of message, where the protocol allows changes; an
  * ACCEPT without changes is answered at once, so the MTA sends nothing
- * more of that message. */
+ * more of that message.
+ *
+ * MF_STAGE_EOH, the fast path: the MTA sends no body (NOBODY), and when it
+ * offers NR_EOH (protocol v6: Postfix, Sendmail 8.14 and later) end of
+ * headers gets no reply either.  decide() starts at end of headers (on a
+ * worker it runs while the MTA goes on receiving the body from its SMTP
+ * client) and its verdict, whatever it is (REJECT, TEMPFAIL, DISCARD,
+ * plain ACCEPT, or changes), answers end of message: one round trip per
+ * message, as at MF_STAGE_EOM, instead of two, and no body transfer.  An
+ * SMTP client sees the answer after its final "." either way.  What the
+ * MTA no longer gets is the early answer: after a REJECT or TEMPFAIL it
+ * still stores the body it receives (Postfix writes it to the queue file,
+ * then drops it at end of message), and milters configured after this one
+ * still see the message.  An MTA without NR_EOH (older protocol versions)
+ * gets the verdict at end of headers, as at the earlier stages.  While
+ * decide() runs, mf_opts.progress_ms applies as at end of message. */
 typedef enum mf_stage {
   MF_STAGE_CONNECT = 1,
   MF_STAGE_HELO = 2,
