@@ -401,11 +401,65 @@ static mf_decision run_user(fconn *fc) {
   return mf_engine_decide(fc->trx, fc->stage, f->decide, f->ud);
 }
 
+static fconn *fc_of_job(mf_job *job);
+
 static void job_fn(mf_job *job) {
-  fconn *fc = (fconn *)((char *)job - offsetof(fconn, job));
+  fconn *fc = fc_of_job(job);
   mf_decision d = run_user(fc);
   if (d != MF_PENDING)
     complete_hook(fc->trx, d, fc);
+}
+
+/* Hand-off to the pool in batches.  A loop thread collects the decisions
+ * it starts while it serves the connections that were ready together, and
+ * pushes them to the pool at once from a call it posts to itself (run at
+ * its next pass, right after the reads of this one): one lock and at most
+ * one wake-up of a worker for the whole batch, not one per message.  The
+ * batch is the thread's own (thread-local): no lock, and every loop of the
+ * server has its own. */
+typedef struct job_batch {
+  mf_pool *pool;
+  mf_job *head, *tail;
+} job_batch;
+static _Thread_local job_batch batch;
+
+static fconn *fc_of_job(mf_job *job) {
+  return (fconn *)((char *)job - offsetof(fconn, job));
+}
+
+static void flush_batch(milter_ctx *ctx, void *arg) {
+  (void)ctx;
+  (void)arg;
+  job_batch b = batch;
+  batch = (job_batch){0};
+  if (b.head == NULL || mf_pool_push_list(b.pool, b.head, b.tail) == 0)
+    return;
+  for (mf_job *j = b.head, *next; j != NULL; j = next) {
+    next = j->next;
+    fconn *fc = fc_of_job(j);
+    milter_ctx_reply(fc->ctx, on_failure(fc, "worker pool is shutting down"));
+  }
+}
+
+/* Queue fc's job; 0 or MF_E_STATE (the pool is shutting down). */
+static int queue_job(fconn *fc) {
+  mf_pool *pool = fc->f->pool;
+  fc->job.fn = job_fn;
+  fc->job.next = NULL;
+  if (batch.head != NULL && batch.pool == pool) {
+    batch.tail->next = &fc->job;
+    batch.tail = &fc->job;
+    return 0;
+  }
+  /* The first of a batch: its ctx carries the flush (its reply is
+   * PENDING from our return until the worker's result is posted, which
+   * cannot happen before the flush ran). */
+  if (batch.head != NULL ||
+      milter_ctx_post(fc->ctx, flush_batch, NULL) != 0)
+    return mf_pool_push(pool, &fc->job); /* no batch: at once */
+  batch.pool = pool;
+  batch.head = batch.tail = &fc->job;
+  return 0;
 }
 
 /* Limits hit before the decision: the configured action, or on to the
@@ -483,8 +537,7 @@ static milter_status start(fconn *fc, uint8_t event, int kind) {
       return MILTER_PENDING;
     return kind == JOB_RCPT ? rcpt_verdict(fc, d) : verdict(fc, d);
   }
-  fc->job.fn = job_fn;
-  if (mf_pool_push(f->pool, &fc->job) != 0)
+  if (queue_job(fc) != 0)
     return on_failure(fc, "worker pool is shutting down");
   return MILTER_PENDING;
 }
