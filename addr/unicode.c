@@ -20,6 +20,7 @@
 
 #include "addr_internal.h"
 #include "mf_alloc.h"
+#include "mf_dlsym.h"
 
 char *mfa_strndup(const char *s, size_t n) {
   char *d = xmalloc(n + 1);
@@ -121,16 +122,6 @@ static struct {
 static char icu_why[160] = "ICU not loaded";
 static pthread_once_t icu_once = PTHREAD_ONCE_INIT;
 
-/* *fn = dlsym(h, name), without converting an object pointer to a function
- * pointer in C (the result is one). */
-static int sym(void *h, const char *name, void *fn, size_t size) {
-  void *p = dlsym(h, name);
-  if (p == NULL || size != sizeof p)
-    return -1;
-  memcpy(fn, &p, size);
-  return 0;
-}
-
 static void icu_load(void) {
   void *h = dlopen(ICU_LIB, RTLD_NOW | RTLD_LOCAL);
   if (h == NULL) {
@@ -139,7 +130,7 @@ static void icu_load(void) {
     return;
   }
 #define ICU_SYM(field, fn)                                                     \
-  (sym(h, MFA_STR(fn), &icu.field, sizeof icu.field) == 0                      \
+  (mf_dlsym(h, MFA_STR(fn), &icu.field, sizeof icu.field) == 0                 \
        ? 0                                                                     \
        : (snprintf(icu_why, sizeof icu_why, "%s has no %s", ICU_LIB,           \
                    MFA_STR(fn)),                                               \

@@ -1,0 +1,161 @@
+/* lazy_shared.c -- through the SHARED libraries (the cmocka tests link the
+ * static ones, which link GMime as usual): GMime and ICU are not mapped when
+ * a program starts, nor after work that does not need them; the first call
+ * that needs GMime (an RFC 2047 word, an address list) or ICU (NFC of a
+ * non-ASCII address) loads it, from any thread, once, and gives their
+ * results (header/gmime_lazy.c, addr/unicode.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mailfilter/addr.h>
+#include <mailfilter/header.h>
+
+/* 1 when a file whose name contains `lib` is mapped into this process. */
+static int mapped(const char *lib) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  assert_non_null(f);
+  char line[4096];
+  int found = 0;
+  while (!found && fgets(line, sizeof line, f) != NULL)
+    found = strstr(line, lib) != NULL;
+  fclose(f);
+  return found;
+}
+
+static void assert_decodes(const char *raw, const char *want) {
+  char *out = NULL;
+  assert_int_equal(mf_hdr_decode(raw, strlen(raw), &out), MF_HDR_OK);
+  assert_string_equal(out, want);
+  free(out);
+}
+
+static int addr_equal(const char *a, const char *b) {
+  mf_addr *x = NULL, *y = NULL;
+  int rc = mf_addr_parse(a, 0, &x, NULL);
+  if (rc == 0)
+    rc = mf_addr_parse(b, 0, &y, NULL);
+  int eq = rc == 0 ? mf_addr_equal(x, y) : rc;
+  mf_addr_free(x);
+  mf_addr_free(y);
+  return eq;
+}
+
+/* u + U+0308 (NFD) and U+00FC (NFC). */
+#define UE_NFD                                                                 \
+  "j"                                                                          \
+  "u\xcc\x88"                                                                  \
+  "rgen@example.com"
+#define UE_NFC                                                                 \
+  "j"                                                                          \
+  "\xc3\xbc"                                                                   \
+  "rgen@example.com"
+
+static void *decode_first(void *arg) {
+  (void)arg;
+  char *out = NULL;
+  const char *raw = "=?UTF-8?Q?caf=C3=A9?= au lait";
+  int rc = mf_hdr_decode(raw, strlen(raw), &out);
+  int ok = rc == MF_HDR_OK && strcmp(out, "caf\xc3\xa9 au lait") == 0;
+  free(out);
+  return (void *)(intptr_t)ok;
+}
+
+static void *nfc_first(void *arg) {
+  (void)arg;
+  return (void *)(intptr_t)(addr_equal(UE_NFD, UE_NFC) == 1);
+}
+
+static pthread_barrier_t go;
+
+static void *at_once(void *fn) {
+  pthread_barrier_wait(&go);
+  return ((void *(*)(void *))fn)(NULL);
+}
+
+/* fn's first use, from four threads at once: each returns 1. */
+static void four_threads(void *(*fn)(void *)) {
+  enum { N = 4 };
+  pthread_t t[N];
+  assert_int_equal(pthread_barrier_init(&go, NULL, N), 0);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(pthread_create(&t[i], NULL, at_once, (void *)fn), 0);
+  for (int i = 0; i < N; i++) {
+    void *r = NULL;
+    assert_int_equal(pthread_join(t[i], &r), 0);
+    assert_int_equal((intptr_t)r, 1);
+  }
+  pthread_barrier_destroy(&go);
+}
+
+static void test_gmime_on_first_use(void **state) {
+  (void)state;
+  assert_false(mapped("libgmime"));
+  assert_false(mapped("libgio"));
+  assert_false(mapped("libicuuc"));
+  /* A whole plain-ASCII header block: parsed, edited, encoded, diffed. */
+  mf_hdrs *h = NULL;
+  assert_int_equal(mf_hdr_new(&h, 0), MF_HDR_OK);
+  const char *blk = "From: a@example.org\r\nSubject: hello\r\n world\r\n"
+                    "X-A: 1\r\n\r\n";
+  assert_int_equal(mf_hdr_parse(h, blk, strlen(blk), NULL), MF_HDR_OK);
+  assert_string_equal(mf_hdr_get(h, "Subject", 1), "hello world");
+  assert_int_equal(mf_hdr_add(h, "X-Rcpt-Count", "2"), MF_HDR_OK);
+  mf_hdr_change *c = NULL;
+  size_t n = 0;
+  assert_int_equal(mf_hdr_diff(h, 0, &c, &n), MF_HDR_OK);
+  assert_int_equal(n, 1);
+  mf_hdr_changes_free(c);
+  assert_decodes("plain text", "plain text");
+  assert_false(mapped("libgmime"));
+  /* The first encoded word, from four threads at once. */
+  four_threads(decode_first);
+  assert_true(mapped("libgmime"));
+  assert_decodes("=?ISO-8859-1?B?SmFja2llIENoYW4=?=", "Jackie Chan");
+  /* Address lists go through GMime's parser and GObject's type checks. */
+  mf_hdr_addrlist *l = NULL;
+  const char *al = "Team: \"A B\" <a@example.org>, c@example.net;, "
+                   "=?UTF-8?Q?J=C3=BCrgen?= <j@example.com>";
+  assert_int_equal(mf_hdr_addrlist_parse(al, strlen(al), &l, NULL), MF_HDR_OK);
+  assert_int_equal(mf_hdr_addrlist_count(l), 2);
+  assert_true(mf_hdr_addrlist_is_group(l, 0));
+  assert_string_equal(mf_hdr_addrlist_name(l, 0), "Team");
+  assert_int_equal(mf_hdr_addrlist_member_count(l, 0), 2);
+  assert_string_equal(mf_hdr_addrlist_member_name(l, 0, 0), "A B");
+  assert_false(mf_hdr_addrlist_is_group(l, 1));
+  assert_string_equal(mf_hdr_addrlist_name(l, 1), "J\xc3\xbcrgen");
+  assert_string_equal(mf_addr_local(mf_hdr_addrlist_addr(l, 1)), "j");
+  mf_hdr_addrlist_free(l);
+  assert_int_equal(mf_hdr_addrlist_parse("not an address", 14, &l, NULL),
+                   MF_HDR_E_ADDR);
+  mf_hdr_free(h);
+}
+
+static void test_icu_on_first_use(void **state) {
+  (void)state;
+  assert_false(mapped("libicuuc"));
+  /* ASCII is NFC already: no ICU. */
+  assert_int_equal(addr_equal("a@example.com", "a@EXAMPLE.com"), 1);
+  assert_int_equal(addr_equal("a@example.com", "b@example.com"), 0);
+  assert_false(mapped("libicuuc"));
+  four_threads(nfc_first);
+  assert_true(mapped("libicuuc"));
+  assert_int_equal(addr_equal(UE_NFC, UE_NFD), 1);
+  assert_int_equal(addr_equal(UE_NFC, "jurgen@example.com"), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_gmime_on_first_use),
+      cmocka_unit_test(test_icu_on_first_use),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
