@@ -75,7 +75,7 @@ const char *milter_ctx_macro(const milter_ctx *ctx, const char *name) {
   size_t qlen;
   const char *q = bare(name, &qlen);
   for (int st = MAC_COUNT - 1; st >= 0; st--) {
-    const char *p = st < MAC_MAIL   ? ctx->macros[st]
+    const char *p = st < MAC_MAIL      ? ctx->macros[st]
                     : ctx->msg != NULL ? ctx->msg->macros[st - MAC_MAIL]
                                        : NULL;
     if (p == NULL)
