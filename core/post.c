@@ -12,13 +12,9 @@ static void on_async(uv_async_t *a) {
 }
 
 int milter_poster_init(milter_poster *p, uv_loop_t *loop) {
-  p->head = p->tail = NULL;
-  if (uv_mutex_init(&p->mu) != 0)
-    return MILTER_E_NOMEM;
-  if (uv_async_init(loop, &p->async, on_async) != 0) {
-    uv_mutex_destroy(&p->mu);
+  atomic_init(&p->head, NULL);
+  if (uv_async_init(loop, &p->async, on_async) != 0)
     return MILTER_E_IO;
-  }
   p->async.data = p;
   return 0;
 }
@@ -33,26 +29,30 @@ int milter_poster_push(milter_poster *p, milter_ctx *ctx, milter_post_fn fn,
   } else {
     it->embedded = 1;
   }
-  it->next = NULL;
   it->ctx = ctx;
   it->fn = fn;
   it->arg = arg;
-  uv_mutex_lock(&p->mu);
-  if (p->tail != NULL)
-    p->tail->next = it;
-  else
-    p->head = it;
-  p->tail = it;
-  uv_mutex_unlock(&p->mu);
+  /* Only the loop takes items, and it takes them all: no ABA. */
+  it->next = atomic_load_explicit(&p->head, memory_order_relaxed);
+  while (!atomic_compare_exchange_weak_explicit(
+      &p->head, &it->next, it, memory_order_release, memory_order_relaxed))
+    ;
   uv_async_send(&p->async);
   return 0;
 }
 
 void milter_poster_run(milter_poster *p) {
-  uv_mutex_lock(&p->mu);
-  struct milter_post_item *it = p->head;
-  p->head = p->tail = NULL;
-  uv_mutex_unlock(&p->mu);
+  struct milter_post_item *it =
+      atomic_exchange_explicit(&p->head, NULL, memory_order_acquire);
+  /* Most recent first: reverse into push order. */
+  struct milter_post_item *fifo = NULL;
+  while (it != NULL) {
+    struct milter_post_item *next = it->next;
+    it->next = fifo;
+    fifo = it;
+    it = next;
+  }
+  it = fifo;
   while (it != NULL) {
     struct milter_post_item *next = it->next;
     milter_ctx *ctx = it->ctx;
@@ -70,7 +70,6 @@ void milter_poster_run(milter_poster *p) {
 
 void milter_poster_close(milter_poster *p, uv_close_cb cb) {
   milter_poster_run(p);
-  uv_mutex_destroy(&p->mu);
   uv_close((uv_handle_t *)&p->async, cb);
 }
 

@@ -1,10 +1,15 @@
 /* post.h -- thread-safe hand-off of work to the loop thread (internal).
  *
- * One poster per server: a mutex-protected FIFO and one uv_async_t.  Any
- * thread may push; the loop thread runs the queued functions in push order
- * from the async callback (libuv coalesces wake-ups: one per batch). */
+ * One poster per loop: a lock-free list and one uv_async_t.  Any thread
+ * may push (one compare-and-swap, no lock for the loop to contend with);
+ * the loop thread takes the whole list at once (one atomic exchange) and
+ * runs the queued functions in push order from the async callback.  libuv
+ * coalesces wake-ups: a push while the loop already has one pending costs
+ * no system call, so a batch of results costs one wake-up of the loop. */
 #ifndef MF_CORE_POST_H
 #define MF_CORE_POST_H
+
+#include <stdatomic.h>
 
 #include <uv.h>
 
@@ -24,8 +29,8 @@ struct milter_post_item {
 
 typedef struct milter_poster {
   uv_async_t async;
-  uv_mutex_t mu;
-  struct milter_post_item *head, *tail;
+  /* Pushed items, the most recent first (reversed when run). */
+  _Atomic(struct milter_post_item *) head;
 } milter_poster;
 
 /* Loop thread.  Returns 0 or MILTER_E_NOMEM / MILTER_E_IO. */
