@@ -148,6 +148,19 @@ static void identity_region(const mf_hdrs *h, size_t op0, size_t oe, size_t cp0,
     push_delete(l, &h->origs[i], i);
 }
 
+/* 1-based per-name (case-insensitive) occurrence of original i, by a scan
+ * of the originals before it. */
+static size_t occurrence_of(const mf_hdrs *h, size_t i) {
+  size_t n = 1;
+  for (size_t j = 0; j < i; j++)
+    n += g_ascii_strcasecmp(h->origs[j].name, h->origs[i].name) == 0;
+  return n;
+}
+
+/* Above this many name comparisons, occurrences() (one pass with a hash
+ * table) is cheaper than occurrence_of() per change. */
+#define OCC_SCAN_MAX 4096u
+
 /* 1-based per-name (case-insensitive) occurrence of every original. */
 static size_t *occurrences(const mf_hdrs *h) {
   size_t *occ = xcalloc(h->norigs ? h->norigs : 1, sizeof *occ);
@@ -203,12 +216,20 @@ int mf_hdr_diff(const mf_hdrs *h, unsigned flags, mf_hdr_change **out,
     free(l.v);
     return MF_HDR_OK;
   }
-  size_t *occ = occurrences(h);
+  /* Only changes and deletions name an original by its occurrence: an
+   * added field (the common edit) needs none of them counted. */
+  size_t named = 0;
+  for (size_t k = 0; k < l.n; k++)
+    named += l.v[k].kind != MF_HDR_INSERT;
+  size_t *occ = NULL;
+  bool occ_failed = false;
+  if (named > 0 && named * n > OCC_SCAN_MAX)
+    occ_failed = (occ = occurrences(h)) == NULL;
   size_t bytes = l.n * sizeof(mf_hdr_change);
   for (size_t k = 0; k < l.n; k++)
     bytes += strlen(l.v[k].name) + 1 + (l.v[k].value ? l.v[k].len + 1 : 0);
   mf_hdr_change *c = xmalloc(bytes);
-  if (c == NULL || occ == NULL) {
+  if (c == NULL || occ_failed) {
     free(c);
     free(occ);
     free(l.v);
@@ -219,7 +240,9 @@ int mf_hdr_diff(const mf_hdrs *h, unsigned flags, mf_hdr_change **out,
     const op *o = &l.v[k];
     c[k].kind = o->kind;
     c[k].index = o->index;
-    c[k].occurrence = o->kind == MF_HDR_INSERT ? 0 : occ[o->index];
+    c[k].occurrence = o->kind == MF_HDR_INSERT ? 0
+                      : occ != NULL          ? occ[o->index]
+                                             : occurrence_of(h, o->index);
     c[k].leadspc = o->leadspc;
     size_t nl = strlen(o->name) + 1;
     memcpy(str, o->name, nl);
