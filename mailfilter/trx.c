@@ -160,7 +160,16 @@ void mf_engine_reset_message(mf_trx *t) {
   t->new_from_addr = NULL;
   t->from_params = NULL;
   free_rcpts(t);
+  /* What only a message needs goes with it, capacity included: a
+   * connection between messages keeps its connection data only. */
+  free(t->rcpts);
+  t->rcpts = NULL;
+  t->caprcpts = 0;
   t->rcpt_over = 0;
+  mf_engine_clear_macros(t); /* the snapshot of the last decision */
+  free(t->macros);
+  t->macros = NULL;
+  t->capmacros = 0;
   mf_hdr_free(t->hdrs);
   t->hdrs = NULL;
   t->hdr_bytes = 0;
@@ -181,8 +190,8 @@ void mf_engine_reset_message(mf_trx *t) {
   t->rcode = t->xcode = t->text = t->qreason = NULL;
   t->in_call = 0;
   atomic_store(&t->pending, 0);
-  if (t->err != NULL)
-    t->err[0] = '\0';
+  free(t->err);
+  t->err = NULL;
 }
 
 void mf_engine_reset_connection(mf_trx *t) {
