@@ -1,5 +1,12 @@
 /* spool.c -- body spool: memory up to a threshold, then an unlinked temp
- * file, so that a crash leaves nothing on disk. */
+ * file, so that a crash leaves nothing on disk.
+ *
+ * The memory of all spools of the process is counted together (their
+ * capacities, one atomic counter: the event-loop threads share it), and a
+ * spool with a budget goes to its temp file as soon as growing in memory
+ * would take that total past the budget: with many messages in flight at
+ * once their bodies wait in files (the page cache, not the process's
+ * memory) instead of each holding up to mem_max (bench/MEMORY.md). */
 #include "spool.h"
 
 #include <errno.h>
@@ -10,8 +17,39 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <stdatomic.h>
+
 #include <mailfilter/mailfilter.h>
 #include "mf_alloc.h"
+
+static atomic_size_t mem_total;
+
+size_t mf_spool_mem_total(void) {
+  return atomic_load_explicit(&mem_total, memory_order_relaxed);
+}
+
+/* Take n more bytes of the process's spool memory; 0, or -1 when that would
+ * pass budget (nothing taken then). */
+static int mem_take(size_t n, size_t budget) {
+  size_t before = atomic_fetch_add_explicit(&mem_total, n, memory_order_relaxed);
+  if (budget != 0 && (before + n > budget || before + n < before)) {
+    atomic_fetch_sub_explicit(&mem_total, n, memory_order_relaxed);
+    return -1;
+  }
+  return 0;
+}
+
+static void mem_give(size_t n) {
+  atomic_fetch_sub_explicit(&mem_total, n, memory_order_relaxed);
+}
+
+/* Drop the memory (moved to the file, or reset). */
+static void mem_free(mf_spool *s) {
+  free(s->mem);
+  mem_give(s->cap);
+  s->mem = NULL;
+  s->len = s->cap = 0;
+}
 
 void mf_spool_init(mf_spool *s, size_t mem_max, const char *dir) {
   memset(s, 0, sizeof(*s));
@@ -108,42 +146,71 @@ const char *mf_spool_strerror(const mf_spool *s, char *buf, size_t n) {
   return buf;
 }
 
+/* Move what is in memory to a new temp file. */
+static int to_file(mf_spool *s) {
+  int fd = mf_spool_tmpfile(s->dir);
+  if (fd < 0)
+    return failed(s, MF_SPOOL_OP_OPEN, errno);
+  if (s->len > 0 && write_all(s, fd, s->mem, s->len) != 0) {
+    close(fd);
+    return MF_E_IO;
+  }
+  mem_free(s);
+  s->fd = fd;
+  return 0;
+}
+
+/* Room for len more bytes in memory: 0, 1 when that would pass budget
+ * (0: none), or MF_E_NOMEM.  The new capacity is what is needed, at least
+ * twice the old one (4 KiB the first time), never above mem_max when the
+ * bytes fit in it: a 10 KiB body in one piece takes 10 KiB, not 16. */
+static int grow(mf_spool *s, size_t len, size_t budget) {
+  size_t need = s->len + len;
+  if (need <= s->cap)
+    return 0;
+  size_t cap = s->cap ? 2 * s->cap : 4096;
+  if (cap < need)
+    cap = need;
+  if (cap > s->mem_max && need <= s->mem_max)
+    cap = s->mem_max;
+  if (mem_take(cap - s->cap, budget) != 0)
+    return 1;
+  uint8_t *m = xrealloc(s->mem, cap);
+  if (m == NULL) {
+    mem_give(cap - s->cap);
+    return failed(s, MF_SPOOL_OP_ALLOC, ENOMEM);
+  }
+  s->mem = m;
+  s->cap = cap;
+  return 0;
+}
+
 int mf_spool_write(mf_spool *s, const void *data, size_t len) {
   if (len == 0)
     return 0;
-  if (s->fd < 0 && s->size + len > s->mem_max) {
-    int fd = mf_spool_tmpfile(s->dir);
-    if (fd < 0)
-      return failed(s, MF_SPOOL_OP_OPEN, errno);
-    if (s->len > 0 && write_all(s, fd, s->mem, s->len) != 0) {
-      close(fd);
-      return MF_E_IO;
+  if (s->fd < 0) {
+    int rc;
+    if (s->size + len > s->mem_max) {
+      if ((rc = to_file(s)) != 0)
+        return rc;
+    } else if ((rc = grow(s, len, s->budget)) == 1 && to_file(s) != 0) {
+      /* Over the budget, and no temp file: in memory after all (the
+       * budget is about memory, not a reason to fail a message). */
+      s->err = s->err_op = 0;
+      rc = grow(s, len, 0);
     }
-    free(s->mem);
-    s->mem = NULL;
-    s->len = s->cap = 0;
-    s->fd = fd;
-  }
-  if (s->fd >= 0) {
-    int rc = write_all(s, s->fd, data, len);
-    if (rc != 0)
+    if (rc < 0)
       return rc;
-  } else {
-    if (s->len + len > s->cap) {
-      size_t cap = s->cap ? s->cap : 4096;
-      while (cap < s->len + len)
-        cap *= 2;
-      if (cap > s->mem_max && s->len + len <= s->mem_max)
-        cap = s->mem_max;
-      uint8_t *m = xrealloc(s->mem, cap);
-      if (m == NULL)
-        return failed(s, MF_SPOOL_OP_ALLOC, ENOMEM);
-      s->mem = m;
-      s->cap = cap;
+    if (s->fd < 0) {
+      memcpy(s->mem + s->len, data, len);
+      s->len += len;
+      s->size += len;
+      return 0;
     }
-    memcpy(s->mem + s->len, data, len);
-    s->len += len;
   }
+  int rc = write_all(s, s->fd, data, len);
+  if (rc != 0)
+    return rc;
   s->size += len;
   return 0;
 }
@@ -177,11 +244,9 @@ ssize_t mf_spool_read(const mf_spool *s, uint64_t off, void *buf, size_t len) {
 }
 
 void mf_spool_reset(mf_spool *s) {
-  free(s->mem);
+  mem_free(s);
   if (s->fd >= 0)
     close(s->fd);
-  s->mem = NULL;
-  s->len = s->cap = 0;
   s->fd = -1;
   s->size = 0;
   s->err = s->err_op = 0;

@@ -8,14 +8,16 @@
 #include <sys/types.h>
 
 typedef struct mf_spool {
-  uint8_t *mem;     /* in-memory bytes while fd < 0 */
-  size_t len, cap;  /* used / allocated bytes of mem */
-  int fd;           /* unlinked temp file once spooled, else -1 */
-  uint64_t size;    /* total bytes written */
-  size_t mem_max;   /* threshold */
-  const char *dir;  /* temp directory (not owned) */
-  int err;          /* errno of the last failure, 0 if none */
-  int err_op;       /* MF_SPOOL_OP_* of the last failed write */
+  uint8_t *mem;    /* in-memory bytes while fd < 0 */
+  size_t len, cap; /* used / allocated bytes of mem */
+  uint64_t size;   /* total bytes written */
+  size_t mem_max;  /* threshold */
+  size_t budget;   /* memory of every spool of the process together, at
+                      most (mf_opts.body_mem_total); 0 = no bound */
+  const char *dir; /* temp directory (not owned) */
+  int fd;          /* unlinked temp file once spooled, else -1 */
+  int err;         /* errno of the last failure, 0 if none */
+  int err_op;      /* MF_SPOOL_OP_* of the last failed write */
 } mf_spool;
 
 /* The spool's system calls, for mf_fault_spool_io() and err_op. */
@@ -36,10 +38,13 @@ enum {
 extern int mf_fault_spool_io(int op, int fd, size_t *len)
     __attribute__((weak, visibility("default")));
 
-/* Empty spool; nothing allocated until the first write. */
+/* Empty spool; nothing allocated until the first write.  No budget (set
+ * s->budget after this for one). */
 void mf_spool_init(mf_spool *s, size_t mem_max, const char *dir);
-/* Append.  Moves to a temp file when size would pass mem_max.  Returns 0,
- * MF_E_NOMEM or MF_E_IO (errno kept). */
+/* Append.  Moves to a temp file when size would pass mem_max, or when
+ * growing the memory would take the process's spool memory (all spools
+ * together, mf_spool_mem_total()) past s->budget.  Returns 0, MF_E_NOMEM or
+ * MF_E_IO (errno kept). */
 int mf_spool_write(mf_spool *s, const void *data, size_t len);
 /* pread-like: up to len bytes at off.  Returns the count (0 at the end) or
  * MF_E_IO (errno set; EIO when the file ends early) / MF_E_INVAL. */
@@ -47,6 +52,9 @@ ssize_t mf_spool_read(const mf_spool *s, uint64_t off, void *buf, size_t len);
 /* The last failed write as text ("cannot create a temp file in /x: No such file
  * or directory"), into buf. */
 const char *mf_spool_strerror(const mf_spool *s, char *buf, size_t n);
+/* Bytes of memory every spool of the process holds now (their capacities;
+ * any thread). */
+size_t mf_spool_mem_total(void);
 /* Free memory and close the file: nothing is left behind.  The spool is
  * empty and usable again (the last failure is forgotten). */
 void mf_spool_reset(mf_spool *s);

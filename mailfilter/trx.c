@@ -74,6 +74,7 @@ void mf_opts_init(mf_opts *o) {
   o->progress_ms = 5000;
   o->on_error = MF_DO_TEMPFAIL;
   o->body_mem_max = 200 * 1024;
+  o->body_mem_total = 1024 * 1024;
   o->spool_dir = NULL;
   o->max_headers = 1000;
   o->max_header_bytes = 1024 * 1024;
@@ -97,6 +98,7 @@ void mf_trx_init(mf_trx *t, const mf_opts *opts) {
   t->actions = MILTER_ACT_ALL;
   t->data_size = MILTER_DATA_64K;
   mf_spool_init(&t->body, opts->body_mem_max, opts->spool_dir);
+  t->body.budget = opts->body_mem_total;
 }
 
 int mf_engine_trx_new(mf_trx **out, const mf_opts *opts) {
@@ -898,6 +900,7 @@ static int start_body(mf_trx *t) {
     if ((t->newbody = xmalloc(sizeof(*t->newbody))) == NULL)
       return MF_E_NOMEM;
     mf_spool_init(t->newbody, t->opts->body_mem_max, t->opts->spool_dir);
+    t->newbody->budget = t->opts->body_mem_total;
   }
   mf_spool_reset(t->newbody);
   t->body_replaced = 1;

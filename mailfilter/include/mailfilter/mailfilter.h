@@ -175,6 +175,16 @@ typedef struct mf_opts {
   mf_action_kind on_error;     /* default MF_DO_TEMPFAIL */
   size_t body_mem_max;         /* body kept in memory up to this, then an
                                   unlinked temp file; default 200 KiB */
+  size_t body_mem_total;       /* the bodies kept in memory by the whole
+                                  process together (every filter and
+                                  loop), at most this: a body that would
+                                  take more goes to its temp file at once,
+                                  so that many messages in flight wait in
+                                  the page cache, not in the process (it
+                                  stays in memory if no temp file can be
+                                  made).  Spooling costs CPU (a temp file
+                                  per such message); default 1 MiB (100
+                                  bodies of 10 KiB at once); 0 = no bound */
   const char *spool_dir;       /* default $TMPDIR, else /tmp */
   size_t max_headers;          /* default 1000 fields */
   size_t max_header_bytes;     /* all fields together, default 1 MiB */
