@@ -48,8 +48,40 @@ void *mfh_format_options(void) {
   return format_opts;
 }
 
+/* As g_utf8_validate() with a length: shortest forms only, no surrogates,
+ * nothing past U+10FFFF, no NUL (ours: GLib is not needed for this). */
 bool mfh_utf8_valid(const char *s, size_t len) {
-  return g_utf8_validate(s, (gssize)len, NULL) != 0;
+  const unsigned char *p = (const unsigned char *)s, *end = p + len;
+  while (p < end) {
+    unsigned c = *p;
+    if (c < 0x80) {
+      if (c == 0)
+        return false;
+      p++;
+      continue;
+    }
+    size_t n;
+    uint32_t cp, min;
+    if (c >= 0xc2 && c <= 0xdf)
+      n = 1, cp = c & 0x1f, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+      n = 2, cp = c & 0x0f, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+      n = 3, cp = c & 0x07, min = 0x10000;
+    else
+      return false;
+    if ((size_t)(end - p) <= n)
+      return false;
+    for (size_t k = 1; k <= n; k++) {
+      if ((p[k] & 0xc0) != 0x80)
+        return false;
+      cp = (cp << 6) | (p[k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+      return false;
+    p += n + 1;
+  }
+  return true;
 }
 
 static int ascii_lower(int c) {
@@ -284,6 +316,22 @@ static size_t chunk_end(const char *t, size_t i, size_t n, bool q, size_t max) {
   return best3;
 }
 
+/* RFC 4648 base64 of p[0..n), with padding. */
+static void base64(mfh_buf *b, const unsigned char *p, size_t n) {
+  static const char a[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)p[i] << 16;
+    if (i + 1 < n)
+      v |= (uint32_t)p[i + 1] << 8;
+    if (i + 2 < n)
+      v |= p[i + 2];
+    char q[4] = {a[v >> 18], a[(v >> 12) & 63],
+                 i + 1 < n ? a[(v >> 6) & 63] : '=', i + 2 < n ? a[v & 63] : '='};
+    mfh_buf_add(b, q, 4);
+  }
+}
+
 /* Encode text[0..n) (valid UTF-8) as encoded words separated by SP.  The
  * first word is at most `first_max` characters, the others EW_MAX. */
 static void encode_run(mfh_buf *b, const char *t, size_t n, size_t first_max) {
@@ -319,13 +367,8 @@ static void encode_run(mfh_buf *b, const char *t, size_t n, size_t first_max) {
         }
       }
     } else {
-      gchar *b64 = g_base64_encode((const guchar *)t + i, j - i);
       mfh_buf_add(b, "=?UTF-8?B?", 10);
-      if (b64 == NULL)
-        b->oom = true;
-      else
-        mfh_buf_add(b, b64, strlen(b64));
-      g_free(b64);
+      base64(b, (const unsigned char *)t + i, j - i);
     }
     mfh_buf_add(b, "?=", 2);
     i = j;
