@@ -52,6 +52,13 @@ struct mf_filter {
 
 enum { JOB_DECIDE = 0, JOB_RCPT = 1 };
 
+/* fconn.held: what end of message answers. */
+enum {
+  HELD_NONE = 0,
+  HELD_VERDICT = 1, /* verdict(held_d) */
+  HELD_LIMIT = 2    /* limit_st: a limit hit before a quiet decision */
+};
+
 struct fconn {
   mf_filter *f;
   milter_ctx *ctx;
@@ -59,14 +66,13 @@ struct fconn {
   mf_trx trx_mem;
   mf_job job;
   int kind;
-  uint8_t event;   /* MILTER_CMD_* being decided */
-  mf_stage stage;  /* stage handed to decide() */
+  uint8_t event;    /* MILTER_CMD_* being decided */
+  uint8_t limit_st; /* HELD_LIMIT: the milter_status end of message gets */
+  mf_stage stage;   /* stage handed to decide() */
   _Atomic int result;
   int decided;     /* this message's decision has run */
-  int held;        /* ...and its verdict waits for end of message */
+  int held;        /* ...and its answer waits for end of message: HELD_* */
   mf_decision held_d;
-  int held_limit;  /* a limit's status waits for end of message */
-  milter_status limit_st;
   int conn_decided; /* CONNECT/HELO stage: the connection's decision ran */
   int conn_held;    /* ...and DISCARD/QUARANTINE applies to each message */
   mf_decision conn_d;
@@ -157,7 +163,8 @@ static fconn *get_fc(milter_ctx *ctx) {
 
 static void msg_reset(fconn *fc) {
   mf_engine_reset_message(fc->trx);
-  fc->decided = fc->held = fc->held_limit = 0;
+  fc->decided = 0;
+  fc->held = HELD_NONE;
   fc->limit_logged = 0;
 }
 
@@ -292,7 +299,7 @@ static milter_status verdict(fconn *fc, mf_decision d) {
   if (eoh_quiet(fc)) {
     /* Every verdict, REJECT and ACCEPT included, waits for end of message:
      * cb_eom gives it with fc->event EOB. */
-    fc->held = 1;
+    fc->held = HELD_VERDICT;
     fc->held_d = d;
     return MILTER_NOREPLY;
   }
@@ -321,7 +328,7 @@ static milter_status verdict(fconn *fc, mf_decision d) {
       return send_actions(fc, d);
     if (d == MF_ACCEPT && !mf_engine_has_changes(fc->trx))
       return MILTER_ACCEPT;
-    fc->held = 1; /* modifications only at end of message */
+    fc->held = HELD_VERDICT; /* modifications only at end of message */
     fc->held_d = d;
     return MILTER_CONTINUE;
   case MF_FAIL:
@@ -525,8 +532,8 @@ static milter_status start(fconn *fc, uint8_t event, int kind) {
     if (!is_conn_event(event) && limit_status(fc, &st)) {
       if (st == MILTER_CLOSE || !eoh_quiet(fc))
         return st;
-      fc->held_limit = 1; /* answered at end of message (reply kept) */
-      fc->limit_st = st;
+      fc->held = HELD_LIMIT; /* answered at end of message (reply kept) */
+      fc->limit_st = (uint8_t)st;
       return MILTER_NOREPLY;
     }
   }
@@ -681,9 +688,9 @@ static milter_status cb_eom(milter_ctx *ctx) {
       return on_failure(fc, "cannot quarantine");
     return MILTER_ACCEPT;
   }
-  if (fc->held_limit)
-    return fc->limit_st;
-  if (fc->held)
+  if (fc->held == HELD_LIMIT)
+    return (milter_status)fc->limit_st;
+  if (fc->held == HELD_VERDICT)
     return verdict(fc, fc->held_d);
   if (!fc->decided)
     return start(fc, MILTER_CMD_EOB, JOB_DECIDE);
