@@ -334,7 +334,8 @@ static void next_message(milter_client *c) {
   OK(milter_client_rcpt(c, "<x@example.net>", 0, NULL, &r));
   OK(milter_client_header(c, "Subject", " next", &r));
   OK(milter_client_eoh(c, &r));
-  /* Decided at end of headers: accepted there, no body nor EOM follows. */
+  /* Decided at end of headers: answered at EOM when NR_EOH is offered; an
+   * MTA without it gets the ACCEPT there, and no body nor EOM follows. */
   if (r.reply != MILTER_REPLY_ACCEPT) {
     OK(milter_client_body(c, "small\r\n", 7, &r));
     OK(milter_client_eom(c, &r));
