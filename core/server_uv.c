@@ -398,8 +398,17 @@ static void log_mta_closed(conn *c) {
 static void on_poll(uv_poll_t *h, int status, int events) {
   conn *c = h->data;
   if (status < 0) {
-    milter_ctx_log(&c->ctx, MILTER_LOG_WARNING, "closing: poll error: %s",
-                   uv_strerror(status));
+    /* libuv reports POLLERR as UV_EBADF: the socket's pending error says
+     * what happened (a reset is the MTA, or a health check, leaving). */
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(h->io_watcher.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+      err = errno;
+    if (err == ECONNRESET || err == EPIPE)
+      log_mta_closed(c);
+    else
+      milter_ctx_log(&c->ctx, MILTER_LOG_WARNING, "closing: socket error: %s",
+                     err != 0 ? strerror(err) : uv_strerror(status));
     conn_close(c);
     return;
   }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <mailfilter/milter.h>
@@ -25,13 +26,18 @@
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static char logbuf[8192];
 
+/* Lines as "LEVEL msg" (E, W, I, D). */
 static void t_log(void *ud, milter_log_level lvl, const char *msg) {
   (void)ud;
-  (void)lvl;
   pthread_mutex_lock(&log_mu);
   size_t n = strlen(logbuf);
-  if (n + strlen(msg) + 2 < sizeof logbuf)
-    snprintf(logbuf + n, sizeof logbuf - n, "%s\n", msg);
+  if (n + strlen(msg) + 4 < sizeof logbuf)
+    snprintf(logbuf + n, sizeof logbuf - n, "%c %s\n",
+             lvl == MILTER_LOG_ERROR     ? 'E'
+             : lvl == MILTER_LOG_WARNING ? 'W'
+             : lvl == MILTER_LOG_INFO    ? 'I'
+                                         : 'D',
+             msg);
   pthread_mutex_unlock(&log_mu);
 }
 
@@ -420,12 +426,53 @@ static void test_progress(void **state) {
   }
 }
 
+/* Peers that reset the connection (SO_LINGER 0: a health check, an MTA
+ * killed) between packets: closed without a warning, whatever the loop;
+ * the next connection is served. */
+static void test_reset_peers(void **state) {
+  (void)state;
+  reset_counts();
+  srvt t;
+  srv_start(&t, 2, 0);
+  int port = milter_server_port(t.srv);
+  for (int i = 0; i < 6; i++) {
+    int fd = tu_connect_loopback(port);
+    assert_true(fd >= 0);
+    if (i % 2 == 1) { /* some after a whole option negotiation */
+      static const unsigned char optneg[] = {0, 0, 0, 13, 'O', 0, 0, 0, 6,
+                                             0, 0, 0x01, 0xff, 0, 0x1f, 0xff,
+                                             0xff};
+      assert_int_equal(write(fd, optneg, sizeof optneg), sizeof optneg);
+      unsigned char buf[64];
+      assert_true(read(fd, buf, sizeof buf) > 0);
+    }
+    struct linger lg = {1, 0};
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(fd);
+  }
+  for (int i = 0; i < 100 && milter_server_connections(t.srv) != 0; i++)
+    usleep(10000);
+  assert_int_equal(milter_server_connections(t.srv), 0);
+  milter_client *c = client_open(t.spec);
+  milter_client_result r = message(c);
+  assert_int_equal(r.reply, MILTER_REPLY_ACCEPT);
+  milter_client_result_free(&r);
+  quit_all(&c, 1);
+  srv_stop(&t);
+  pthread_mutex_lock(&log_mu);
+  if (strstr(logbuf, "\nW ") != NULL || strncmp(logbuf, "W ", 2) == 0 ||
+      strstr(logbuf, "\nE ") != NULL || strncmp(logbuf, "E ", 2) == 0)
+    fail_msg("a reset was logged as a warning or error:\n%s", logbuf);
+  pthread_mutex_unlock(&log_mu);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_how_many_loops),
       cmocka_unit_test(test_spread_and_affinity),
       cmocka_unit_test(test_stop_drains_every_loop),
       cmocka_unit_test(test_progress),
+      cmocka_unit_test(test_reset_peers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
