@@ -6,7 +6,8 @@ MTA simulator written against libmilter's protocol) drives our milters.
   one connection, a 200 KiB body in 64 KiB chunks;
 - examples/external: the Subject is changed for an unauthenticated sender,
   the spam trap (A-label spelling) is quarantined with reason "spam trap",
-  an authenticated sender gets ACCEPT at end of headers and no change;
+  an authenticated sender gets ACCEPT (decided at end of headers, answered
+  at end of message: miltertest offers NR_EOH) and no change;
 - examples/logip: CONNECT answered ACCEPT.
 
 miltertest exits silently when a script performs a step the filter
@@ -133,12 +134,13 @@ if not mt.eom_check(conn, MT_QUARANTINE, "spam trap") then
   fail("not quarantined")
 end
 mt.disconnect(conn)
--- authenticated, ordinary recipient: accepted at end of headers, unchanged
+-- authenticated, ordinary recipient: accepted, unchanged (decided at end of
+-- headers; the answer comes at end of message, NR_EOH being negotiated)
 conn = open(SOCK)
 session(conn, "client.example", "192.0.2.1", "client.example")
 mt.macro(conn, SMFIC_MAIL, "{auth_authen}", "alice")
 r = message(conn, "<a@example.org>", {"<b@example.net>"}, hs, "hi\r\n")
-if r ~= SMFIR_ACCEPT then fail("wanted ACCEPT at end of headers, got " .. tostring(r)) end
+if r ~= SMFIR_ACCEPT then fail("wanted ACCEPT, got " .. tostring(r)) end
 mt.disconnect(conn)
 print("external ok")
 """
