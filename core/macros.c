@@ -49,12 +49,17 @@ void milter_macros_store(milter_ctx *ctx, int stage, const char *p,
 }
 
 void milter_macros_clear(milter_ctx *ctx, int from_stage) {
-  for (int i = from_stage; i < MAC_COUNT; i++) {
-    char **s = slot(ctx, i);
-    if (s != NULL) {
-      free(*s);
-      *s = NULL;
-    }
+  for (int i = from_stage; i < MAC_MAIL; i++) {
+    free(ctx->macros[i]);
+    ctx->macros[i] = NULL;
+  }
+  struct milter_msg *m = ctx->msg;
+  if (m == NULL)
+    return;
+  for (int i = from_stage > MAC_MAIL ? from_stage : MAC_MAIL; i < MAC_COUNT;
+       i++) {
+    free(m->macros[i - MAC_MAIL]);
+    m->macros[i - MAC_MAIL] = NULL;
   }
 }
 
@@ -69,35 +74,45 @@ static const char *bare(const char *s, size_t *len) {
   return s;
 }
 
+/* The value of the macro named q (qlen bytes, no braces) in one stage's
+ * copy p, or NULL. */
+static inline __attribute__((always_inline)) const char *
+find(const char *p, const char *q, size_t qlen) {
+  uint32_t plen;
+  memcpy(&plen, p, sizeof plen);
+  p += sizeof plen;
+  const char *end = p + plen;
+  while (p < end) {
+    const char *nend = memchr(p, '\0', (size_t)(end - p));
+    if (nend == NULL || nend + 1 >= end)
+      break; /* a name without value */
+    const char *val = nend + 1;
+    const char *vend = memchr(val, '\0', (size_t)(end - val));
+    if (vend == NULL)
+      break;
+    size_t nlen;
+    const char *n = bare(p, &nlen);
+    if (nlen == qlen && memcmp(n, q, qlen) == 0)
+      return val;
+    p = vend + 1;
+  }
+  return NULL;
+}
+
 const char *milter_ctx_macro(const milter_ctx *ctx, const char *name) {
   if (ctx == NULL || name == NULL || name[0] == '\0')
     return NULL;
   size_t qlen;
   const char *q = bare(name, &qlen);
-  for (int st = MAC_COUNT - 1; st >= 0; st--) {
-    const char *p = st < MAC_MAIL      ? ctx->macros[st]
-                    : ctx->msg != NULL ? ctx->msg->macros[st - MAC_MAIL]
-                                       : NULL;
-    if (p == NULL)
-      continue;
-    uint32_t plen;
-    memcpy(&plen, p, sizeof plen);
-    p += sizeof plen;
-    const char *end = p + plen;
-    while (p < end) {
-      const char *nend = memchr(p, '\0', (size_t)(end - p));
-      if (nend == NULL || nend + 1 >= end)
-        break; /* a name without value */
-      const char *val = nend + 1;
-      const char *vend = memchr(val, '\0', (size_t)(end - val));
-      if (vend == NULL)
-        break;
-      size_t nlen;
-      const char *n = bare(p, &nlen);
-      if (nlen == qlen && memcmp(n, q, qlen) == 0)
-        return val;
-      p = vend + 1;
-    }
-  }
+  const char *v;
+  /* Newest stage first: the message's, then HELO's and CONNECT's. */
+  const struct milter_msg *m = ctx->msg;
+  if (m != NULL)
+    for (int st = MAC_COUNT - MAC_MAIL - 1; st >= 0; st--)
+      if (m->macros[st] != NULL && (v = find(m->macros[st], q, qlen)) != NULL)
+        return v;
+  for (int st = MAC_MAIL - 1; st >= 0; st--)
+    if (ctx->macros[st] != NULL && (v = find(ctx->macros[st], q, qlen)) != NULL)
+      return v;
   return NULL;
 }

@@ -945,7 +945,8 @@ int milter_session_feed(milter_ctx *ctx, const uint8_t *buf, size_t len) {
           !ctx->pending)
         ctx->frag = FRAG_IGNORE; /* not taken (out of order ...): skip */
     }
-    milter_msg_trim(ctx);
+    if (ctx->msg != NULL && !ctx->in_msg)
+      milter_msg_trim(ctx);
     if (ctx->close_req)
       return MILTER_E_CLOSED;
     if (ctx->pending) {
