@@ -138,8 +138,7 @@ void mf_engine_clear_macros(mf_trx *t) {
   if (t == NULL)
     return;
   for (size_t i = 0; i < t->nmacros; i++) {
-    free(t->macros[i].name);
-    free(t->macros[i].value);
+    free(t->macros[i].name); /* the value is in its block */
   }
   t->nmacros = 0;
 }
@@ -496,6 +495,21 @@ int mf_engine_body(mf_trx *t, const void *data, size_t len) {
   return 0;
 }
 
+/* "name\0value\0" in one allocation: m->name owns it. */
+static int set_macro(mf_macro *m, const char *k, size_t klen,
+                     const char *value) {
+  size_t vlen = strlen(value) + 1;
+  char *b = xmalloc(klen + 1 + vlen);
+  if (b == NULL)
+    return MF_E_NOMEM;
+  memcpy(b, k, klen);
+  b[klen] = '\0';
+  memcpy(b + klen + 1, value, vlen);
+  m->name = b;
+  m->value = b + klen + 1;
+  return 0;
+}
+
 int mf_engine_macro(mf_trx *t, const char *name, const char *value) {
   if (t == NULL || name == NULL || value == NULL)
     return MF_E_INVAL;
@@ -504,8 +518,13 @@ int mf_engine_macro(mf_trx *t, const char *name, const char *value) {
   macro_key(name, &k, &klen);
   for (size_t i = 0; i < t->nmacros; i++)
     if (strlen(t->macros[i].name) == klen &&
-        memcmp(t->macros[i].name, k, klen) == 0)
-      return set_str(&t->macros[i].value, value);
+        memcmp(t->macros[i].name, k, klen) == 0) {
+      char *old = t->macros[i].name;
+      int rc = set_macro(&t->macros[i], k, klen, value);
+      if (rc == 0)
+        free(old);
+      return rc;
+    }
   if (t->nmacros == t->capmacros) {
     size_t cap = t->capmacros ? t->capmacros * 2 : 8;
     mf_macro *m = xrealloc(t->macros, cap * sizeof(*m));
@@ -514,16 +533,10 @@ int mf_engine_macro(mf_trx *t, const char *name, const char *value) {
     t->macros = m;
     t->capmacros = cap;
   }
-  mf_macro *m = &t->macros[t->nmacros];
-  m->name = xstrndup(k, klen);
-  m->value = xstrdup(value);
-  if (m->name == NULL || m->value == NULL) {
-    free(m->name);
-    free(m->value);
-    return MF_E_NOMEM;
-  }
-  t->nmacros++;
-  return 0;
+  int rc = set_macro(&t->macros[t->nmacros], k, klen, value);
+  if (rc == 0)
+    t->nmacros++;
+  return rc;
 }
 
 int mf_engine_limit_hit(const mf_trx *t) { return t ? t->limit : 0; }
