@@ -39,6 +39,7 @@
  * end (after waiting up to 10 s for the milter to close what it should).
  *
  * --idle N opens N connections that negotiate and get CONNECT and HELO
+ * (written even when the filter negotiated their replies away)
  * answered, then hold them for 2 s and report the milter's RSS growth per
  * connection, with its VmHWM, RssAnon and RssFile (-p); --smaps adds the
  * resident memory per mapped file from /proc/PID/smaps at that moment
@@ -745,6 +746,13 @@ static void step(milter_aclient *ac, int err, milter_client_result *r,
       break;
     case 2:         /* a new message, or QUIT */
       if (C.idle) { /* held: connect and helo answered */
+        /* ...or, negotiated away (NR_CONN, NR_HELO), still buffered in
+         * the client: an MTA writes them at once, and the filter's cost
+         * of a connection includes them. */
+        if (milter_aclient_flush(c->ac) != 0) {
+          S.errors++;
+          return;
+        }
         idle_ready++;
         return;
       }
