@@ -4,8 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <glib.h>
-
 #include "internal.h"
 #include "mf_alloc.h"
 
@@ -153,7 +151,7 @@ static void identity_region(const mf_hdrs *h, size_t op0, size_t oe, size_t cp0,
 static size_t occurrence_of(const mf_hdrs *h, size_t i) {
   size_t n = 1;
   for (size_t j = 0; j < i; j++)
-    n += g_ascii_strcasecmp(h->origs[j].name, h->origs[i].name) == 0;
+    n += mfh_ascii_casecmp(h->origs[j].name, h->origs[i].name) == 0;
   return n;
 }
 
@@ -161,19 +159,44 @@ static size_t occurrence_of(const mf_hdrs *h, size_t i) {
  * table) is cheaper than occurrence_of() per change. */
 #define OCC_SCAN_MAX 4096u
 
-/* 1-based per-name (case-insensitive) occurrence of every original. */
-static size_t *occurrences(const mf_hdrs *h) {
-  size_t *occ = xcalloc(h->norigs ? h->norigs : 1, sizeof *occ);
-  if (occ == NULL)
-    return NULL;
-  GHashTable *t = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-  for (size_t i = 0; i < h->norigs; i++) {
-    char *key = g_ascii_strdown(h->origs[i].name, -1);
-    size_t n = GPOINTER_TO_SIZE(g_hash_table_lookup(t, key)) + 1;
-    g_hash_table_replace(t, key, GSIZE_TO_POINTER(n));
-    occ[i] = n;
+/* FNV-1a of the ASCII-lower-cased name: names equal for mfh_ascii_casecmp()
+ * hash alike. */
+static size_t name_hash(const char *name) {
+  uint64_t x = 0xcbf29ce484222325u;
+  for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+    unsigned c = *p;
+    x ^= (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
+    x *= 0x100000001b3u;
   }
-  g_hash_table_destroy(t);
+  return (size_t)(x ^ (x >> 32));
+}
+
+/* 1-based per-name (case-insensitive) occurrence of every original, in one
+ * pass: an open-addressing table (linear probing, at most half full) whose
+ * slot holds 1 + the index of the latest original of its name, 0 if free. */
+static size_t *occurrences(const mf_hdrs *h) {
+  size_t n = h->norigs;
+  if (n > SIZE_MAX / 4 / sizeof(size_t))
+    return NULL;
+  size_t cap = 16;
+  while (cap < 2 * n)
+    cap *= 2;
+  size_t *occ = xcalloc(n ? n : 1, sizeof *occ);
+  size_t *slot = occ != NULL ? xcalloc(cap, sizeof *slot) : NULL;
+  if (slot == NULL) {
+    free(occ);
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const char *name = h->origs[i].name;
+    size_t k = name_hash(name) & (cap - 1);
+    while (slot[k] != 0 &&
+           mfh_ascii_casecmp(h->origs[slot[k] - 1].name, name) != 0)
+      k = (k + 1) & (cap - 1);
+    occ[i] = slot[k] != 0 ? occ[slot[k] - 1] + 1 : 1;
+    slot[k] = i + 1;
+  }
+  free(slot);
   return occ;
 }
 

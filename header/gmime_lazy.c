@@ -9,8 +9,9 @@
  * sources call (header/CMakeLists.txt): those calls come here, and the
  * first one loads libgmime (dlopen, once: pthread_once, any thread; never
  * unloaded) and finds the real functions.  --as-needed then drops GMime,
- * GObject and GIO from the library's NEEDED list.  GLib itself stays a
- * normal dependency (diff.c and codec.c use it directly).
+ * GObject, GIO and GLib from the library's NEEDED list: header/ calls GLib
+ * only to free what GMime returned (g_free, wrapped too), so GLib is loaded
+ * with GMime, not at start-up.
  *
  * The static library is linked with GMime as usual; nothing here is used
  * there.
@@ -53,13 +54,14 @@ static struct {
   __typeof__(&g_object_unref) unref;
   __typeof__(&g_type_check_instance_cast) cast;
   __typeof__(&g_type_check_instance_is_a) is_a;
+  __typeof__(&g_free) free;
   int ok;
 } gm;
 static pthread_once_t gm_once = PTHREAD_ONCE_INIT;
 
 static void gm_load(void) {
-  /* GObject is one of GMime's own dependencies: dlsym on GMime's handle
-   * finds its functions too. */
+  /* GObject and GLib are GMime's own dependencies: dlsym on GMime's handle
+   * finds their functions too. */
   void *h = dlopen(MFH_GMIME_SONAME, RTLD_NOW | RTLD_LOCAL);
   if (h == NULL)
     return;
@@ -80,7 +82,7 @@ static void gm_load(void) {
           GM(group_members, internet_address_group_get_members) &&
           GM(group_type, internet_address_group_get_type) &&
           GM(unref, g_object_unref) && GM(cast, g_type_check_instance_cast) &&
-          GM(is_a, g_type_check_instance_is_a);
+          GM(is_a, g_type_check_instance_is_a) && GM(free, g_free);
 #undef GM
 }
 
@@ -118,6 +120,7 @@ W(GType, internet_address_group_get_type, (void))
 W(void, g_object_unref, (gpointer))
 W(GTypeInstance *, g_type_check_instance_cast, (GTypeInstance *, GType))
 W(gboolean, g_type_check_instance_is_a, (GTypeInstance *, GType))
+W(void, g_free, (gpointer))
 #undef W
 
 void __wrap_g_mime_init(void) {
@@ -202,6 +205,13 @@ GTypeInstance *__wrap_g_type_check_instance_cast(GTypeInstance *inst,
 
 gboolean __wrap_g_type_check_instance_is_a(GTypeInstance *inst, GType type) {
   return gm.is_a(inst, type);
+}
+
+/* Only GMime's results are freed with g_free: when GMime could not be
+ * loaded, those are NULL and there is nothing to free. */
+void __wrap_g_free(gpointer p) {
+  if (p != NULL)
+    gm.free(p);
 }
 
 /* Used by the type-check macros on an object: GMime is loaded. */
