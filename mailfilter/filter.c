@@ -62,8 +62,11 @@ enum {
 struct fconn {
   mf_filter *f;
   milter_ctx *ctx;
-  mf_trx *trx; /* = &trx_mem */
-  mf_trx trx_mem;
+  /* A message's trx (or a CONNECT/HELO-stage decision's), allocated by
+   * its first event and freed when it is over (ensure_trx, drop_trx): an
+   * idle connection keeps only conn. */
+  mf_trx *trx;
+  mf_conn conn; /* the connection's data while trx is NULL (else trx->conn) */
   mf_job job;
   int kind;
   uint8_t event;    /* MILTER_CMD_* being decided */
@@ -154,15 +157,54 @@ static fconn *get_fc(milter_ctx *ctx) {
     return NULL;
   fc->f = milter_ctx_filter_data(ctx);
   fc->ctx = ctx;
-  fc->trx = &fc->trx_mem;
-  mf_trx_init(fc->trx, &fc->f->opts);
-  mf_engine_set_complete_hook(fc->trx, complete_hook, fc);
   milter_ctx_set_data(ctx, fc);
   return fc;
 }
 
+/* fc->trx, allocated if needed; it takes the connection's data over. */
+static int ensure_trx(fconn *fc) {
+  if (fc->trx != NULL)
+    return 0;
+  mf_trx *t = xmalloc(sizeof(*t));
+  if (t == NULL)
+    return MF_E_NOMEM;
+  mf_trx_init(t, &fc->f->opts);
+  mf_engine_set_complete_hook(t, complete_hook, fc);
+  mf_engine_set_negotiated(t, milter_ctx_actions(fc->ctx),
+                           milter_ctx_protocol(fc->ctx),
+                           milter_ctx_data_size(fc->ctx));
+  t->conn = fc->conn;
+  memset(&fc->conn, 0, sizeof(fc->conn));
+  fc->trx = t;
+  return 0;
+}
+
+/* The message (or the connection-stage decision) is over: its trx goes,
+ * the connection's data stays in fc. */
+static void drop_trx(fconn *fc) {
+  mf_trx *t = fc->trx;
+  if (t == NULL)
+    return;
+  fc->conn = t->conn;
+  memset(&t->conn, 0, sizeof(t->conn));
+  mf_trx_fini(t);
+  free(t);
+  fc->trx = NULL;
+}
+
+static mf_conn *conn_of(fconn *fc) {
+  return fc->trx != NULL ? &fc->trx->conn : &fc->conn;
+}
+
+/* fc with its trx for an event of a message; NULL when out of memory
+ * (no_trx() answers). */
+static fconn *get_msg_fc(milter_ctx *ctx) {
+  fconn *fc = get_fc(ctx);
+  return fc != NULL && ensure_trx(fc) == 0 ? fc : NULL;
+}
+
 static void msg_reset(fconn *fc) {
-  mf_engine_reset_message(fc->trx);
+  drop_trx(fc);
   fc->decided = 0;
   fc->held = HELD_NONE;
   fc->limit_logged = 0;
@@ -195,6 +237,15 @@ static milter_status on_failure(fconn *fc, const char *why) {
     milter_ctx_setreply(fc->ctx, "451", "4.3.0",
                         "Temporary failure in the mail filter");
   return st;
+}
+
+static milter_status no_trx(milter_ctx *ctx) {
+  fconn *fc = milter_ctx_get_data(ctx);
+  if (fc == NULL) {
+    milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for a connection");
+    return MILTER_TEMPFAIL;
+  }
+  return on_failure(fc, "out of memory");
 }
 
 static void set_user_reply(fconn *fc, mf_decision d) {
@@ -391,6 +442,10 @@ static void on_done(milter_ctx *ctx, void *arg) {
   }
   milter_status st =
       fc->kind == JOB_RCPT ? rcpt_verdict(fc, d) : verdict(fc, d);
+  /* The answer is complete (actions and reply are core's copies). */
+  if (fc->kind == JOB_DECIDE &&
+      (is_conn_event(fc->event) || fc->event == MILTER_CMD_EOB))
+    drop_trx(fc);
   milter_ctx_reply(ctx, st);
 }
 
@@ -553,24 +608,32 @@ static milter_status start(fconn *fc, uint8_t event, int kind) {
 /* Core callbacks                                                           */
 /* ------------------------------------------------------------------------ */
 
+/* A decision at CONNECT or HELO: its trx lives as long as it runs. */
+static milter_status conn_decide(fconn *fc, uint8_t event) {
+  if (ensure_trx(fc) != 0)
+    return on_failure(fc, "out of memory");
+  milter_status st = start(fc, event, JOB_DECIDE);
+  if (st != MILTER_PENDING)
+    drop_trx(fc);
+  return st;
+}
+
 static milter_status cb_connect(milter_ctx *ctx, const milter_connect_info *ci) {
   fconn *fc = get_fc(ctx);
   if (fc == NULL) {
     milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for a connection");
     return MILTER_TEMPFAIL;
   }
-  mf_engine_reset_connection(fc->trx);
   msg_reset(fc);
+  mf_conn_free(&fc->conn);
   fc->conn_decided = fc->conn_held = 0;
   free(fc->conn_reason);
   fc->conn_reason = NULL;
-  mf_engine_set_negotiated(fc->trx, milter_ctx_actions(ctx),
-                           milter_ctx_protocol(ctx), milter_ctx_data_size(ctx));
-  if (mf_engine_connect(fc->trx, ci->hostname, ci->family, ci->port,
-                        ci->address) != 0)
+  if (mf_conn_connect(&fc->conn, ci->hostname, ci->family, ci->port,
+                      ci->address) != 0)
     return on_failure(fc, "out of memory");
   if (fc->f->opts.stage == MF_STAGE_CONNECT)
-    return start(fc, MILTER_CMD_CONNECT, JOB_DECIDE);
+    return conn_decide(fc, MILTER_CMD_CONNECT);
   return MILTER_NOREPLY;
 }
 
@@ -578,10 +641,10 @@ static milter_status cb_helo(milter_ctx *ctx, const char *helo) {
   fconn *fc = get_fc(ctx);
   if (fc == NULL)
     return MILTER_TEMPFAIL;
-  if (mf_engine_helo(fc->trx, helo) != 0)
+  if (helo == NULL || mf_conn_helo(conn_of(fc), helo) != 0)
     return on_failure(fc, "out of memory");
   if (fc->f->opts.stage == MF_STAGE_HELO && !fc->conn_decided)
-    return start(fc, MILTER_CMD_HELO, JOB_DECIDE);
+    return conn_decide(fc, MILTER_CMD_HELO);
   return MILTER_NOREPLY;
 }
 
@@ -591,6 +654,8 @@ static milter_status cb_envfrom(milter_ctx *ctx, size_t argc,
   if (fc == NULL)
     return MILTER_TEMPFAIL;
   msg_reset(fc);
+  if (ensure_trx(fc) != 0)
+    return on_failure(fc, "out of memory");
   int rc = mf_engine_mail(fc->trx, argc, argv);
   if (rc == MF_E_NOMEM)
     return on_failure(fc, "out of memory");
@@ -604,9 +669,9 @@ static milter_status cb_envfrom(milter_ctx *ctx, size_t argc,
 
 static milter_status cb_envrcpt(milter_ctx *ctx, size_t argc,
                                 const char *const *argv) {
-  fconn *fc = get_fc(ctx);
+  fconn *fc = get_msg_fc(ctx);
   if (fc == NULL)
-    return MILTER_TEMPFAIL;
+    return no_trx(ctx);
   int rc = mf_engine_rcpt(fc->trx, argc, argv);
   if (rc == MF_E_NOMEM)
     return on_failure(fc, "out of memory");
@@ -621,9 +686,9 @@ static milter_status cb_envrcpt(milter_ctx *ctx, size_t argc,
 }
 
 static milter_status cb_data(milter_ctx *ctx) {
-  fconn *fc = get_fc(ctx);
+  fconn *fc = get_msg_fc(ctx);
   if (fc == NULL)
-    return MILTER_TEMPFAIL;
+    return no_trx(ctx);
   mf_stage s = fc->f->opts.stage;
   if ((s == MF_STAGE_RCPT || s == MF_STAGE_DATA) && !fc->decided &&
       !fc->conn_held)
@@ -633,9 +698,9 @@ static milter_status cb_data(milter_ctx *ctx) {
 
 static milter_status cb_header(milter_ctx *ctx, const char *name,
                                const char *value) {
-  fconn *fc = get_fc(ctx);
+  fconn *fc = get_msg_fc(ctx);
   if (fc == NULL)
-    return MILTER_TEMPFAIL;
+    return no_trx(ctx);
   if (fc->decided || fc->conn_held)
     return MILTER_NOREPLY;
   int lead = (milter_ctx_protocol(ctx) & MILTER_P_HDR_LEADSPC) != 0;
@@ -649,9 +714,9 @@ static milter_status cb_header(milter_ctx *ctx, const char *name,
 }
 
 static milter_status cb_eoh(milter_ctx *ctx) {
-  fconn *fc = get_fc(ctx);
+  fconn *fc = get_msg_fc(ctx);
   if (fc == NULL)
-    return MILTER_TEMPFAIL;
+    return no_trx(ctx);
   mf_engine_eoh(fc->trx);
   /* EOH decides; so do RCPT/DATA with an MTA too old to send DATA. */
   if (!fc->decided && !fc->conn_held && fc->f->opts.stage >= MF_STAGE_MAIL &&
@@ -662,9 +727,9 @@ static milter_status cb_eoh(milter_ctx *ctx) {
 
 static milter_status cb_body(milter_ctx *ctx, const uint8_t *chunk,
                              size_t len) {
-  fconn *fc = get_fc(ctx);
+  fconn *fc = get_msg_fc(ctx);
   if (fc == NULL)
-    return MILTER_TEMPFAIL;
+    return no_trx(ctx);
   if (fc->decided || fc->conn_held)
     return MILTER_NOREPLY;
   int rc = mf_engine_body(fc->trx, chunk, len);
@@ -675,10 +740,8 @@ static milter_status cb_body(milter_ctx *ctx, const uint8_t *chunk,
   return MILTER_NOREPLY;
 }
 
-static milter_status cb_eom(milter_ctx *ctx) {
-  fconn *fc = get_fc(ctx);
-  if (fc == NULL)
-    return MILTER_TEMPFAIL;
+static milter_status eom_status(fconn *fc) {
+  milter_ctx *ctx = fc->ctx;
   fc->event = MILTER_CMD_EOB;
   if (fc->conn_held) {
     if (fc->conn_d == MF_DISCARD)
@@ -697,6 +760,16 @@ static milter_status cb_eom(milter_ctx *ctx) {
   return MILTER_CONTINUE;
 }
 
+static milter_status cb_eom(milter_ctx *ctx) {
+  fconn *fc = get_msg_fc(ctx);
+  if (fc == NULL)
+    return no_trx(ctx);
+  milter_status st = eom_status(fc);
+  if (st != MILTER_PENDING)
+    drop_trx(fc); /* on_done drops it after a decision on a worker */
+  return st;
+}
+
 static void cb_abort(milter_ctx *ctx) {
   fconn *fc = milter_ctx_get_data(ctx);
   if (fc != NULL)
@@ -707,7 +780,8 @@ static void cb_close(milter_ctx *ctx) {
   fconn *fc = milter_ctx_get_data(ctx);
   if (fc == NULL)
     return;
-  mf_trx_fini(fc->trx);
+  drop_trx(fc);
+  mf_conn_free(&fc->conn);
   free(fc->conn_reason);
   free(fc);
   milter_ctx_set_data(ctx, NULL);

@@ -26,6 +26,14 @@ typedef struct mf_rcpt {
   unsigned flags;
 } mf_rcpt;
 
+/* What a connection keeps between messages: its strings in one block,
+ * "hostname\0ip\0helo\0", owned through hostname (helo NULL: none). */
+typedef struct mf_conn {
+  char *hostname, *ip, *helo;
+  char family;
+  uint16_t port;
+} mf_conn;
+
 typedef struct mf_macro {
   char *name; /* without braces */
   char *value;
@@ -39,9 +47,7 @@ struct mf_trx {
   uint32_t actions, protocol, data_size;
 
   /* connection */
-  char *hostname, *ip, *helo; /* hostname and ip share one block */
-  char family;
-  uint16_t port;
+  mf_conn conn;
   mf_macro *macros;
   size_t nmacros, capmacros;
 
@@ -86,10 +92,17 @@ struct mf_trx {
 void mf_trx_parse_rcpt(mf_trx *t, mf_rcpt *r);
 void mf_trx_parse_from(mf_trx *t);
 
-/* In-place life cycle (mf_filter embeds the trx in its per-connection
- * struct: one allocation per connection). */
+/* In-place life cycle. */
 void mf_trx_init(mf_trx *t, const mf_opts *opts);
 void mf_trx_fini(mf_trx *t);
+
+/* The connection's data outside a trx (mf_filter keeps it there between
+ * messages and moves it into the trx of each message): set as
+ * mf_engine_connect() and mf_engine_helo() do, freed by mf_conn_free(). */
+int mf_conn_connect(mf_conn *c, const char *hostname, char family,
+                    uint16_t port, const char *address);
+int mf_conn_helo(mf_conn *c, const char *helo);
+void mf_conn_free(mf_conn *c);
 
 void mf_trx_seterr(mf_trx *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

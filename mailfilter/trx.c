@@ -199,10 +199,7 @@ void mf_engine_reset_connection(mf_trx *t) {
   if (t == NULL)
     return;
   mf_engine_reset_message(t);
-  free(t->hostname); /* ip and helo are in the same block */
-  t->hostname = t->ip = t->helo = NULL;
-  t->family = 0;
-  t->port = 0;
+  mf_conn_free(&t->conn);
   mf_engine_clear_macros(t);
 }
 
@@ -244,10 +241,9 @@ void mf_engine_set_complete_hook(mf_trx *t, mf_engine_complete_fn fn,
 /* Engine: events                                                           */
 /* ------------------------------------------------------------------------ */
 
-/* The connection's strings in one block, "hostname\0ip\0helo\0" (helo
- * NULL: none), owned through t->hostname: one allocation per connection.
- * The arguments may point into the old block. */
-static int set_conn_strs(mf_trx *t, const char *hostname, const char *ip,
+/* The connection's strings in one block (mf_conn): one allocation per
+ * connection.  The arguments may point into the old block. */
+static int set_conn_strs(mf_conn *c, const char *hostname, const char *ip,
                          const char *helo) {
   size_t hl = strlen(hostname) + 1, al = strlen(ip) + 1;
   size_t el = helo != NULL ? strlen(helo) + 1 : 0;
@@ -258,31 +254,45 @@ static int set_conn_strs(mf_trx *t, const char *hostname, const char *ip,
   memcpy(b + hl, ip, al);
   if (helo != NULL)
     memcpy(b + hl + al, helo, el);
-  free(t->hostname);
-  t->hostname = b;
-  t->ip = b + hl;
-  t->helo = helo != NULL ? b + hl + al : NULL;
+  free(c->hostname);
+  c->hostname = b;
+  c->ip = b + hl;
+  c->helo = helo != NULL ? b + hl + al : NULL;
   return 0;
+}
+
+int mf_conn_connect(mf_conn *c, const char *hostname, char family,
+                    uint16_t port, const char *address) {
+  int rc = set_conn_strs(c, hostname != NULL ? hostname : "",
+                         address != NULL ? address : "", c->helo);
+  if (rc != 0)
+    return rc;
+  c->family = family;
+  c->port = port;
+  return 0;
+}
+
+int mf_conn_helo(mf_conn *c, const char *helo) {
+  return set_conn_strs(c, c->hostname != NULL ? c->hostname : "",
+                       c->ip != NULL ? c->ip : "", helo);
+}
+
+void mf_conn_free(mf_conn *c) {
+  free(c->hostname); /* ip and helo are in the same block */
+  memset(c, 0, sizeof(*c));
 }
 
 int mf_engine_connect(mf_trx *t, const char *hostname, char family,
                       uint16_t port, const char *address) {
   if (t == NULL)
     return MF_E_INVAL;
-  int rc = set_conn_strs(t, hostname != NULL ? hostname : "",
-                         address != NULL ? address : "", t->helo);
-  if (rc != 0)
-    return rc;
-  t->family = family;
-  t->port = port;
-  return 0;
+  return mf_conn_connect(&t->conn, hostname, family, port, address);
 }
 
 int mf_engine_helo(mf_trx *t, const char *helo) {
   if (t == NULL || helo == NULL)
     return MF_E_INVAL;
-  return set_conn_strs(t, t->hostname != NULL ? t->hostname : "",
-                       t->ip != NULL ? t->ip : "", helo);
+  return mf_conn_helo(&t->conn, helo);
 }
 
 static int ensure_hdrs(mf_trx *t) {
@@ -638,12 +648,14 @@ mf_mta mf_trx_mta(const mf_trx *t) {
 }
 const char *mf_trx_errmsg(const mf_trx *t) { return mf_engine_last_error(t); }
 const char *mf_trx_client_hostname(const mf_trx *t) {
-  return t->hostname ? t->hostname : "";
+  return t->conn.hostname ? t->conn.hostname : "";
 }
-char mf_trx_client_family(const mf_trx *t) { return t->family; }
-const char *mf_trx_client_ip(const mf_trx *t) { return t->ip ? t->ip : ""; }
-uint16_t mf_trx_client_port(const mf_trx *t) { return t->port; }
-const char *mf_trx_helo(const mf_trx *t) { return t->helo; }
+char mf_trx_client_family(const mf_trx *t) { return t->conn.family; }
+const char *mf_trx_client_ip(const mf_trx *t) {
+  return t->conn.ip ? t->conn.ip : "";
+}
+uint16_t mf_trx_client_port(const mf_trx *t) { return t->conn.port; }
+const char *mf_trx_helo(const mf_trx *t) { return t->conn.helo; }
 
 /* The accessors parse on first use: logically const. */
 const mf_addr *mf_trx_mail_from(const mf_trx *t) {
