@@ -93,8 +93,8 @@ typedef struct mloop {
   uv_timer_t ctimer;
   uint64_t ctimer_due; /* when ctimer fires, while active */
   mf_sigpipe_pair sigpipe; /* SIGPIPE blocked in the poll phase */
-  uint64_t messages; /* end-of-message commands (env.eom_count); read
-                      * with __atomic_load_n by loop 0 for STATUS= */
+  uint64_t messages; /* end-of-message commands (env.eom_count), counted
+                      * and read with __atomic builtins (STATUS= on loop 0) */
   int stopping;
   int handles_open;
   int closed;

@@ -754,8 +754,8 @@ static milter_status dispatch(milter_ctx *ctx, const milter_cmd *c,
         return st;
     }
     ctx->in_eom = 1;
-    if (ctx->env->eom_count != NULL)
-      (*ctx->env->eom_count)++;
+    if (ctx->env->eom_count != NULL) /* read by another loop: STATUS= */
+      __atomic_fetch_add(ctx->env->eom_count, 1, __ATOMIC_RELAXED);
     return cb->eom ? cb->eom(ctx) : MILTER_CONTINUE;
   default: /* MILTER_CMD_UNKNOWN */
     return cb->unknown ? cb->unknown(ctx, c->u.unknown) : MILTER_CONTINUE;
