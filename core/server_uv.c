@@ -106,8 +106,7 @@ struct milter_server {
   unsigned nloops;
   unsigned next_loop; /* where the search for the least busy starts */
   int own;            /* the loops are ours (milter_server_new, NULL) */
-  int threads;        /* loops 1..nrun-1 run on their threads */
-  unsigned nrun;      /* loops taking connections while threads is set */
+  unsigned nrun;      /* loops taking connections: 1 + the threads running */
   milter_filter_desc desc;
   milter_server_opts opts;
   milter_acceptor acc; /* listeners (loop 0); inited by the first listen */
@@ -159,6 +158,17 @@ void milter_server_opts_init(milter_server_opts *o) {
 
 static void loop_check_done(mloop *L);
 static void conn_close(conn *c);
+
+/* An open socket more (d = 1) or less (-1) on loop L, and on the server. */
+static void conn_count(mloop *L, int d) {
+  if (d > 0) {
+    atomic_fetch_add_explicit(&L->nconns, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&L->srv->nconns, 1, memory_order_relaxed);
+  } else {
+    atomic_fetch_sub_explicit(&L->nconns, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&L->srv->nconns, 1, memory_order_relaxed);
+  }
+}
 
 static void conn_maybe_free(conn *c) {
   if (c->handles != 0 || c->kept || c->on_wake)
@@ -443,8 +453,7 @@ static void conn_close(conn *c) {
   mloop *L = CLOOP(c);
   c->sock_open = 0;
   c->reading = 0;
-  atomic_fetch_sub_explicit(&L->nconns, 1, memory_order_relaxed);
-  atomic_fetch_sub_explicit(&L->srv->nconns, 1, memory_order_relaxed);
+  conn_count(L, -1);
   /* The poll handle leaves the fd to us; closing it removed the fd from
    * epoll already. */
   int fd = c->h.poll.io_watcher.fd;
@@ -504,8 +513,7 @@ static void conn_start(mloop *L, conn *c) {
     milter_logf(&L->env, MILTER_LOG_ERROR, "%s: closing: %s", c->peer,
                 uv_strerror(rc));
     close(fd);
-    atomic_fetch_sub_explicit(&L->nconns, 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&L->srv->nconns, 1, memory_order_relaxed);
+    conn_count(L, -1);
     free(c);
     return;
   }
@@ -529,7 +537,7 @@ static void conn_start(mloop *L, conn *c) {
 /* The loop with the fewest open connections, from a rotating start (ties
  * go round).  Loop 0 only while the other loops' threads do not run. */
 static mloop *pick_loop(milter_server *srv) {
-  if (!srv->threads)
+  if (srv->nrun == 1)
     return LOOP0(srv);
   unsigned n = srv->nrun, best = srv->next_loop % n;
   unsigned least = atomic_load_explicit(&srv->loops[best].nconns,
@@ -567,8 +575,7 @@ static int on_accepted(void *data, int fd, int is_unix, const char *peer) {
   c->h.pre.fd = fd;
   c->h.pre.is_unix = is_unix;
   mloop *L = pick_loop(srv);
-  atomic_fetch_add_explicit(&srv->nconns, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&L->nconns, 1, memory_order_relaxed);
+  conn_count(L, 1);
   if (L == LOOP0(srv)) {
     conn_start(L, c);
     return MILTER_ACCEPT_TAKEN;
@@ -898,6 +905,7 @@ int milter_server_new(milter_server **out, uv_loop_t *loop,
     return MILTER_E_INVAL;
   }
   srv->own = loop == NULL;
+  srv->nrun = 1;
   srv->notify.fd = -1;
   /* The loop count is read before the first loop exists: log through a
    * loop-less environment then. */
@@ -962,7 +970,6 @@ int milter_server_run(milter_server *srv) {
     return MILTER_E_INVAL;
   mf_sigpipe_enter(); /* the whole run: the pair's guards nest for free */
   if (srv->own && srv->nloops > 1 && !srv->stopping) {
-    srv->threads = 1;
     srv->nrun = srv->nloops;
     for (unsigned i = 1; i < srv->nloops; i++) {
       mloop *L = &srv->loops[i];
@@ -977,8 +984,6 @@ int milter_server_run(milter_server *srv) {
       srv->nrun = i;
       break;
     }
-    if (srv->nrun == 1)
-      srv->threads = 0;
   }
   uv_run(LOOP0(srv)->loop, UV_RUN_DEFAULT);
   for (unsigned i = 1; i < srv->nloops; i++)
@@ -986,7 +991,7 @@ int milter_server_run(milter_server *srv) {
       uv_thread_join(&srv->loops[i].thread);
       srv->loops[i].thread_started = 0;
     }
-  srv->threads = 0;
+  srv->nrun = 1;
   mf_sigpipe_leave();
   return 0;
 }
