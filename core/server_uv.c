@@ -341,7 +341,7 @@ static void arm_timer(conn *c) {
   if (milter_session_paused(&c->ctx)) {
     if (c->tmode != TM_PROGRESS)
       tl_arm(c, TM_PROGRESS, o->progress_ms);
-  } else if (milter_decoder_busy(&c->ctx.dec)) {
+  } else if (milter_session_mid_packet(&c->ctx)) {
     /* The packet clock runs from the packet's first byte (slowloris). */
     if (c->tmode != TM_PACKET)
       tl_arm(c, TM_PACKET, o->packet_timeout_ms);
@@ -364,7 +364,7 @@ static void conn_after(conn *c, int r) {
    * sees at once that it gave up (its timeout) and closed.  Bytes it does
    * send wait in the session's backlog, up to a bound. */
   c->reading =
-      !(r == MILTER_SESSION_PAUSED && c->ctx.backlog.len >= PAUSED_BACKLOG_MAX);
+      !(r == MILTER_SESSION_PAUSED && milter_session_held_input(&c->ctx) >= PAUSED_BACKLOG_MAX);
   if (conn_poll(c) != 0) {
     conn_close(c);
     return;
@@ -390,7 +390,7 @@ static void log_mta_closed(conn *c) {
                    "pending (queue id %s): it gave up waiting; that reply "
                    "will be dropped",
                    milter_cmd_name(ctx->pending), q);
-  else if (milter_decoder_busy(&ctx->dec))
+  else if (milter_session_mid_packet(ctx))
     milter_ctx_log(ctx, MILTER_LOG_WARNING,
                    "closing: MTA closed the connection mid-packet (queue id "
                    "%s)",

@@ -228,6 +228,14 @@ int milter_session_paused(const milter_ctx *ctx) {
   return ctx->pending != 0;
 }
 
+size_t milter_session_held_input(const milter_ctx *ctx) {
+  return ctx->backlog.len;
+}
+
+int milter_session_mid_packet(const milter_ctx *ctx) {
+  return milter_decoder_busy(&ctx->dec);
+}
+
 int milter_session_busy(const milter_ctx *ctx) {
   return ctx->pending != 0 || ctx->in_msg;
 }

@@ -155,6 +155,10 @@ int milter_session_feed(milter_ctx *ctx, const uint8_t *buf, size_t len);
 int milter_session_resume(milter_ctx *ctx);
 /* A reply is pending (reading must stay stopped). */
 int milter_session_paused(const milter_ctx *ctx);
+/* Bytes of input kept unprocessed while a reply is pending. */
+size_t milter_session_held_input(const milter_ctx *ctx);
+/* A packet has arrived in part (its first bytes, not all of it). */
+int milter_session_mid_packet(const milter_ctx *ctx);
 /* A message is in progress or a reply pending (drain on stop). */
 int milter_session_busy(const milter_ctx *ctx);
 /* The MTA connection is gone.  Returns 1 while a reply is pending (keep the
