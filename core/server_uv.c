@@ -58,6 +58,8 @@ typedef struct conn {
   unsigned reading : 1; /* want input (off while a reply waits, backlog full) */
   unsigned on_wake : 1;
   unsigned kept : 1; /* socket gone, reply still pending */
+  unsigned pend : 1; /* counted in the loop's npending */
+  unsigned held : 1; /* not read while the loop has max_pending replies */
   size_t woff;       /* bytes of ctx.out already sent */
   milter_ctx ctx;
   char peer[]; /* ctx.peer: the MTA's address, in the same block */
@@ -93,6 +95,9 @@ typedef struct mloop {
   uv_timer_t ctimer;
   uint64_t ctimer_due; /* when ctimer fires, while active */
   mf_sigpipe_pair sigpipe; /* SIGPIPE blocked in the poll phase */
+  /* opts.max_pending: conns of this loop with a reply pending, and those
+   * held unread until half of them have been answered. */
+  unsigned npending, nheld;
   uint64_t messages; /* end-of-message commands (env.eom_count), counted
                       * and read with __atomic builtins (STATUS= on loop 0) */
   int stopping;
@@ -148,6 +153,7 @@ void milter_server_opts_init(milter_server_opts *o) {
   o->drain_timeout_ms = 30000;
   o->handle_signals = 1;
   o->notify = 1;
+  o->max_pending = 128;
   o->log = milter_log_stderr;
   o->log_level = MILTER_LOG_INFO;
 }
@@ -158,6 +164,7 @@ void milter_server_opts_init(milter_server_opts *o) {
 
 static void loop_check_done(mloop *L);
 static void conn_close(conn *c);
+static int conn_poll(conn *c);
 
 /* An open socket more (d = 1) or less (-1) on loop L, and on the server. */
 static void conn_count(mloop *L, int d) {
@@ -170,10 +177,63 @@ static void conn_count(mloop *L, int d) {
   }
 }
 
+/* Bound on replies pending (opts.max_pending): a conn whose reply is
+ * pending holds its message until a worker (or whoever completes it)
+ * answers; past the bound the loop reads no other connection, so that
+ * no new message starts and none grows, and their MTAs wait in the
+ * kernel's socket buffers, as libmilter's threads make them wait.  Reading
+ * resumes when half of them have been answered. */
+static void held_release(mloop *L) {
+  for (conn *c = L->conns; c != NULL && L->nheld > 0; c = c->next) {
+    if (!c->held)
+      continue;
+    c->held = 0;
+    L->nheld--;
+    if (!c->sock_open)
+      continue;
+    c->reading = 1;
+    if (conn_poll(c) != 0)
+      conn_close(c);
+  }
+}
+
+/* Keep npending in step with the session (after each feed, resume or
+ * gone). */
+static void pend_note(conn *c) {
+  mloop *L = CLOOP(c);
+  unsigned p = milter_session_paused(&c->ctx) ? 1u : 0u;
+  if (p == c->pend)
+    return;
+  c->pend = p;
+  if (p) {
+    L->npending++;
+    return;
+  }
+  L->npending--;
+  if (L->nheld > 0 && L->npending <= L->srv->opts.max_pending / 2)
+    held_release(L);
+}
+
+/* Before reading c: hold it when the loop is at its bound (1: held). */
+static int held_check(conn *c) {
+  mloop *L = CLOOP(c);
+  unsigned max = L->srv->opts.max_pending;
+  if (max == 0 || L->npending < max || c->pend)
+    return 0;
+  c->held = 1;
+  L->nheld++;
+  c->reading = 0;
+  if (conn_poll(c) != 0)
+    conn_close(c);
+  return 1;
+}
+
 static void conn_maybe_free(conn *c) {
   if (c->handles != 0 || c->kept || c->on_wake)
     return;
   mloop *L = CLOOP(c);
+  if (c->held)
+    L->nheld--;
   if (c->prev != NULL)
     c->prev->next = c->next;
   else
@@ -352,6 +412,7 @@ static void arm_timer(conn *c) {
 
 /* After the session consumed input (r from feed/resume). */
 static void conn_after(conn *c, int r) {
+  pend_note(c);
   if (!c->sock_open)
     return;
   if (conn_flush(c) < 0 && r >= 0)
@@ -363,8 +424,9 @@ static void conn_after(conn *c, int r) {
   /* While a reply is pending the MTA normally sends nothing: reading on
    * sees at once that it gave up (its timeout) and closed.  Bytes it does
    * send wait in the session's backlog, up to a bound. */
-  c->reading =
-      !(r == MILTER_SESSION_PAUSED && milter_session_held_input(&c->ctx) >= PAUSED_BACKLOG_MAX);
+  c->reading = !c->held && !(r == MILTER_SESSION_PAUSED &&
+                               milter_session_held_input(&c->ctx) >=
+                                   PAUSED_BACKLOG_MAX);
   if (conn_poll(c) != 0) {
     conn_close(c);
     return;
@@ -426,7 +488,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     conn_close(c);
     return;
   }
-  if (!(events & UV_READABLE) || !c->reading)
+  if (!(events & UV_READABLE) || !c->reading || held_check(c))
     return;
   mloop *L = CLOOP(c);
   ssize_t n;
@@ -470,6 +532,7 @@ static void conn_service(conn *c) {
   if (!c->sock_open) {
     if (c->kept && !milter_session_paused(&c->ctx))
       c->kept = milter_session_gone(&c->ctx) == 1;
+    pend_note(c);
     milter_buf_free(&c->ctx.out);
     return;
   }

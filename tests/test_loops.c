@@ -136,8 +136,22 @@ static void *replier(void *arg) {
   return NULL;
 }
 
+/* Gate mode (test_max_pending): EOM is left PENDING until the test
+ * releases it. */
+static atomic_int gate_on;
+static milter_ctx *gated[16];
+static int ngated;
+
 static milter_status f_eom(milter_ctx *ctx) {
   check_thread(ctx);
+  if (atomic_load(&gate_on)) {
+    pthread_mutex_lock(&mu);
+    if (ngated < 16)
+      gated[ngated++] = ctx;
+    pthread_mutex_unlock(&mu);
+    atomic_fetch_add(&n_pending_eom, 1);
+    return MILTER_PENDING;
+  }
   int ms = atomic_load(&pend_eom);
   if (ms == 0)
     return MILTER_ACCEPT;
@@ -188,6 +202,8 @@ static void *run_thread(void *arg) {
   return NULL;
 }
 
+static unsigned max_pending = 128;
+
 static void srv_start(srvt *t, unsigned loops, uint64_t progress_ms) {
   milter_filter_desc d;
   make_desc(&d);
@@ -198,6 +214,7 @@ static void srv_start(srvt *t, unsigned loops, uint64_t progress_ms) {
   o.drain_timeout_ms = 5000;
   o.loops = loops;
   o.progress_ms = progress_ms;
+  o.max_pending = max_pending;
   assert_int_equal(milter_server_new(&t->srv, NULL, &d, &o), 0);
   assert_int_equal(milter_server_listen(t->srv, "inet:0@127.0.0.1"), 0);
   snprintf(t->spec, sizeof t->spec, "inet:%d@127.0.0.1",
@@ -466,6 +483,67 @@ static void test_reset_peers(void **state) {
   pthread_mutex_unlock(&log_mu);
 }
 
+/* A whole message on a thread of its own (reply 0 on any error). */
+static void *msg_thread(void *arg) {
+  eomt *e = arg;
+  milter_client_result r = {0};
+  if (milter_client_mail(e->c, "<a@example.org>", 0, NULL, &r) != 0 ||
+      milter_client_rcpt(e->c, "<b@example.org>", 0, NULL, &r) != 0 ||
+      milter_client_eom(e->c, &e->r) != 0)
+    e->r.reply = 0;
+  milter_client_result_free(&r);
+  return NULL;
+}
+
+/* opts.max_pending: past it a loop reads no other connection (their
+ * messages wait in the kernel) until half the pending replies are given;
+ * every message is still answered.  Without a bound all are pending. */
+static void test_max_pending(void **state) {
+  (void)state;
+  enum { N = 6 };
+  for (unsigned bound = 0; bound <= 2; bound += 2) {
+    reset_counts();
+    max_pending = bound;
+    pthread_mutex_lock(&mu);
+    ngated = 0;
+    pthread_mutex_unlock(&mu);
+    atomic_store(&gate_on, 1);
+    srvt t;
+    srv_start(&t, 1, 0);
+    milter_client *c[N];
+    open_all(c, N, t.spec);
+    eomt e[N];
+    for (int i = 0; i < N; i++) { /* each: MAIL, RCPT, EOM, on a thread */
+      e[i].c = c[i];
+      memset(&e[i].r, 0, sizeof e[i].r);
+      assert_int_equal(pthread_create(&e[i].th, NULL, msg_thread, &e[i]), 0);
+    }
+    int want = bound == 0 ? N : (int)bound;
+    assert_true(wait_for(&n_pending_eom, want));
+    usleep(200000); /* the others' EOMs are in the socket: not read */
+    assert_int_equal(atomic_load(&n_pending_eom), want);
+    /* Answer them one by one: each answer below half the bound lets the
+     * held ones be read, never more than the bound at once. */
+    for (int done = 0; done < N; done++) {
+      assert_true(wait_for(&n_pending_eom, done + want < N ? done + want : N));
+      pthread_mutex_lock(&mu);
+      milter_ctx *ctx = gated[done];
+      pthread_mutex_unlock(&mu);
+      assert_int_equal(milter_ctx_post(ctx, reply_later, NULL), 0);
+    }
+    for (int i = 0; i < N; i++) {
+      pthread_join(e[i].th, NULL);
+      assert_int_equal(e[i].r.reply, MILTER_REPLY_ACCEPT);
+      assert_int_equal(e[i].r.n_actions, 1);
+      milter_client_result_free(&e[i].r);
+    }
+    atomic_store(&gate_on, 0);
+    quit_all(c, N);
+    srv_stop(&t);
+  }
+  max_pending = 128;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_how_many_loops),
@@ -473,6 +551,7 @@ int main(void) {
       cmocka_unit_test(test_stop_drains_every_loop),
       cmocka_unit_test(test_progress),
       cmocka_unit_test(test_reset_peers),
+      cmocka_unit_test(test_max_pending),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -419,6 +419,15 @@ typedef struct milter_server_opts {
   milter_log_fn log;
   void *log_data;
   milter_log_level log_level;   /* default MILTER_LOG_INFO */
+  /* Most connections of one loop whose reply is PENDING at once (a
+   * decision handed to another thread, e.g. mailfilter's workers).  At the
+   * bound the loop stops reading its other connections -- no message
+   * starts or grows -- and their MTAs wait in the kernel's socket buffers
+   * (libmilter's MTAs wait for a free thread the same way) until half of
+   * those replies have been given.  This bounds the memory of messages
+   * waiting for slow decisions by max_pending per loop, whatever the
+   * number of connections.  Default 128; 0: no bound. */
+  unsigned max_pending;
 } milter_server_opts;
 
 MF_API void milter_server_opts_init(milter_server_opts *opts);
