@@ -42,8 +42,10 @@ typedef union conn_h {
   } pre;
 } conn_h;
 
-/* Timeout modes: the one running for a conn, and the list it is on. */
-enum { TM_OFF, TM_IDLE, TM_PACKET, TM_PROGRESS, TM_COUNT };
+/* Timeout modes: the one running for a conn, and the list it is on.
+ * TM_HELD is no timeout: the queue of conns held unread at max_pending,
+ * first held first read again. */
+enum { TM_OFF, TM_IDLE, TM_PACKET, TM_PROGRESS, TM_HELD, TM_COUNT };
 
 typedef struct conn {
   conn_h h;
@@ -59,7 +61,6 @@ typedef struct conn {
   unsigned on_wake : 1;
   unsigned kept : 1; /* socket gone, reply still pending */
   unsigned pend : 1; /* counted in the loop's npending */
-  unsigned held : 1; /* not read while the loop has max_pending replies */
   size_t woff;       /* bytes of ctx.out already sent */
   milter_ctx ctx;
   char peer[]; /* ctx.peer: the MTA's address, in the same block */
@@ -95,9 +96,9 @@ typedef struct mloop {
   uv_timer_t ctimer;
   uint64_t ctimer_due; /* when ctimer fires, while active */
   mf_sigpipe_pair sigpipe; /* SIGPIPE blocked in the poll phase */
-  /* opts.max_pending: conns of this loop with a reply pending, and those
-   * held unread until half of them have been answered. */
-  unsigned npending, nheld;
+  /* opts.max_pending: conns of this loop with a reply pending (those held
+   * unread meanwhile are on thead[TM_HELD]). */
+  unsigned npending;
   uint64_t messages; /* end-of-message commands (env.eom_count), counted
                       * and read with __atomic builtins (STATUS= on loop 0) */
   int stopping;
@@ -177,63 +178,10 @@ static void conn_count(mloop *L, int d) {
   }
 }
 
-/* Bound on replies pending (opts.max_pending): a conn whose reply is
- * pending holds its message until a worker (or whoever completes it)
- * answers; past the bound the loop reads no other connection, so that
- * no new message starts and none grows, and their MTAs wait in the
- * kernel's socket buffers, as libmilter's threads make them wait.  Reading
- * resumes when half of them have been answered. */
-static void held_release(mloop *L) {
-  for (conn *c = L->conns; c != NULL && L->nheld > 0; c = c->next) {
-    if (!c->held)
-      continue;
-    c->held = 0;
-    L->nheld--;
-    if (!c->sock_open)
-      continue;
-    c->reading = 1;
-    if (conn_poll(c) != 0)
-      conn_close(c);
-  }
-}
-
-/* Keep npending in step with the session (after each feed, resume or
- * gone). */
-static void pend_note(conn *c) {
-  mloop *L = CLOOP(c);
-  unsigned p = milter_session_paused(&c->ctx) ? 1u : 0u;
-  if (p == c->pend)
-    return;
-  c->pend = p;
-  if (p) {
-    L->npending++;
-    return;
-  }
-  L->npending--;
-  if (L->nheld > 0 && L->npending <= L->srv->opts.max_pending / 2)
-    held_release(L);
-}
-
-/* Before reading c: hold it when the loop is at its bound (1: held). */
-static int held_check(conn *c) {
-  mloop *L = CLOOP(c);
-  unsigned max = L->srv->opts.max_pending;
-  if (max == 0 || L->npending < max || c->pend)
-    return 0;
-  c->held = 1;
-  L->nheld++;
-  c->reading = 0;
-  if (conn_poll(c) != 0)
-    conn_close(c);
-  return 1;
-}
-
 static void conn_maybe_free(conn *c) {
   if (c->handles != 0 || c->kept || c->on_wake)
     return;
   mloop *L = CLOOP(c);
-  if (c->held)
-    L->nheld--;
   if (c->prev != NULL)
     c->prev->next = c->next;
   else
@@ -343,7 +291,7 @@ static void on_conn_timers(uv_timer_t *t);
 
 static void tl_schedule(mloop *L) {
   uint64_t due = UINT64_MAX;
-  for (int m = TM_IDLE; m < TM_COUNT; m++)
+  for (int m = TM_IDLE; m < TM_HELD; m++)
     if (L->thead[m] != NULL && L->thead[m]->due < due)
       due = L->thead[m]->due;
   if (due == UINT64_MAX ||
@@ -354,20 +302,26 @@ static void tl_schedule(mloop *L) {
   uv_timer_start(&L->ctimer, on_conn_timers, due > now ? due - now : 0, 0);
 }
 
-/* Start timeout mode m of ms milliseconds from now (0: none). */
-static void tl_arm(conn *c, int m, uint64_t ms) {
+/* c (on no list) to the tail of list m. */
+static void tl_append(conn *c, int m) {
   mloop *L = CLOOP(c);
-  tl_unlink(c);
-  if (ms == 0)
-    return;
   c->tmode = (uint8_t)m;
-  c->due = uv_now(L->loop) + ms;
   c->tprev = L->ttail[m];
   if (c->tprev != NULL)
     c->tprev->tnext = c;
   else
     L->thead[m] = c;
   L->ttail[m] = c;
+}
+
+/* Start timeout mode m of ms milliseconds from now (0: none). */
+static void tl_arm(conn *c, int m, uint64_t ms) {
+  mloop *L = CLOOP(c);
+  tl_unlink(c);
+  if (ms == 0)
+    return;
+  c->due = uv_now(L->loop) + ms;
+  tl_append(c, m);
   tl_schedule(L);
 }
 
@@ -398,6 +352,8 @@ static void on_conn_timers(uv_timer_t *t) {
 
 static void arm_timer(conn *c) {
   const milter_server_opts *o = &CLOOP(c)->srv->opts;
+  if (c->tmode == TM_HELD)
+    return; /* waits for held_release, no timeout */
   if (milter_session_paused(&c->ctx)) {
     if (c->tmode != TM_PROGRESS)
       tl_arm(c, TM_PROGRESS, o->progress_ms);
@@ -408,6 +364,59 @@ static void arm_timer(conn *c) {
   } else {
     tl_arm(c, TM_IDLE, o->idle_timeout_ms);
   }
+}
+
+/* Bound on replies pending (opts.max_pending): a conn whose reply is
+ * pending holds its message until a worker (or whoever completes it)
+ * answers; past the bound the loop reads no other connection, so that
+ * no new message starts and none grows, and their MTAs wait in the
+ * kernel's socket buffers, as libmilter's threads make them wait.  When
+ * half of them have been answered, the conns held first are read again,
+ * as many as there are free places. */
+static void held_release(mloop *L) {
+  unsigned max = L->srv->opts.max_pending;
+  conn *c;
+  while (L->npending < max && (c = L->thead[TM_HELD]) != NULL) {
+    tl_unlink(c);
+    c->reading = 1;
+    if (conn_poll(c) != 0)
+      conn_close(c);
+    else
+      arm_timer(c);
+    max--;
+  }
+}
+
+/* Keep npending in step with the session (after each feed, resume or
+ * gone). */
+static void pend_note(conn *c) {
+  mloop *L = CLOOP(c);
+  unsigned p = milter_session_paused(&c->ctx) ? 1u : 0u;
+  if (p == c->pend)
+    return;
+  c->pend = p;
+  if (p) {
+    L->npending++;
+    return;
+  }
+  L->npending--;
+  if (L->thead[TM_HELD] != NULL &&
+      L->npending <= L->srv->opts.max_pending / 2)
+    held_release(L);
+}
+
+/* Before reading c: hold it when the loop is at its bound (1: held). */
+static int held_check(conn *c) {
+  mloop *L = CLOOP(c);
+  unsigned max = L->srv->opts.max_pending;
+  if (max == 0 || L->npending < max || c->pend)
+    return 0;
+  tl_unlink(c);
+  tl_append(c, TM_HELD);
+  c->reading = 0;
+  if (conn_poll(c) != 0)
+    conn_close(c);
+  return 1;
 }
 
 /* After the session consumed input (r from feed/resume). */
@@ -424,7 +433,7 @@ static void conn_after(conn *c, int r) {
   /* While a reply is pending the MTA normally sends nothing: reading on
    * sees at once that it gave up (its timeout) and closed.  Bytes it does
    * send wait in the session's backlog, up to a bound. */
-  c->reading = !c->held && !(r == MILTER_SESSION_PAUSED &&
+  c->reading = c->tmode != TM_HELD && !(r == MILTER_SESSION_PAUSED &&
                                milter_session_held_input(&c->ctx) >=
                                    PAUSED_BACKLOG_MAX);
   if (conn_poll(c) != 0) {
