@@ -40,9 +40,23 @@ int mfa_has_non_ascii(const char *s, size_t len);
 int mfa_nfc(const char *s, size_t len, char **out, const char **why);
 
 /* Domain (no brackets, valid UTF-8 without controls) to A-label and U-label
- * forms, both lower case, all checks done.  Either out may be NULL. */
+ * forms, both lower case, all checks done.  Either out may be NULL.  An
+ * ASCII domain without "xn--" labels is done here; any other goes to
+ * mfa_domain_idn2(). */
 int mfa_domain_idna(const char *s, size_t len, char **alabel, char **ulabel,
                     const char **why);
+
+/* The same through libidn2 for any domain (test_addr_idna.c compares the
+ * two on ASCII domains). */
+int mfa_domain_idn2(const char *s, size_t len, char **alabel, char **ulabel,
+                    const char **why);
+
+/* What the shared library's libidn2 functions (idn2_lazy.c) return when
+ * libidn2 cannot be loaded; no libidn2 code has this value. */
+#define MFA_IDN2_UNAVAILABLE (-10000)
+
+/* Why libidn2 could not be loaded (dlerror()'s text); static. */
+const char *mfa_idn2_why(void);
 
 /* Loose syntax check of a domain as written: labels non-empty, ASCII only
  * letters/digits/hyphen, non-ASCII allowed.  Used for source routes and

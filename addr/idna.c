@@ -1,4 +1,8 @@
-/* Domains: syntax, IDNA2008/UTS #46 (libidn2), address literals. */
+/* Domains: syntax, IDNA2008/UTS #46 (libidn2), address literals.
+ *
+ * libidn2 is needed only for a domain with a non-ASCII character or an
+ * A-label ("xn--"); the shared library loads it then (idn2_lazy.c).  NFC is
+ * libidn2's own (IDN2_NFC_INPUT): ICU is not used for domains. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
@@ -94,6 +98,8 @@ static int idn2_err(int r, const char **why) {
   case IDN2_INVALID_NONTRANSITIONAL:
     return mfa_fail(why, MF_ADDR_E_IDNA,
                     "domain has a code point IDNA2008/UTS #46 disallows");
+  case MFA_IDN2_UNAVAILABLE:
+    return mfa_fail(why, MF_ADDR_E_IDNA, mfa_idn2_why());
   default:
     return mfa_fail(why, MF_ADDR_E_IDNA, "libidn2 refused the domain");
   }
@@ -153,9 +159,71 @@ static int bad_alabel(const char *s, size_t len) {
   return 0;
 }
 
-int mfa_domain_idna(const char *s, size_t len, char **alabel, char **ulabel,
+/* 1 when a label of the domain starts with "xn--" in any case. */
+static int has_xn_label(const char *s, size_t len) {
+  for (size_t i = 0; i + 4 <= len; i++)
+    if ((i == 0 || s[i - 1] == '.') && strncasecmp(s + i, "xn--", 4) == 0)
+      return 1;
+  return 0;
+}
+
+/* An ASCII domain without A-labels (its syntax checked): what UTS #46
+ * processing makes of it is the domain in lower case once it passes the
+ * hyphen and length checks, so libidn2 is not needed (nor loaded).  The
+ * checks come in libidn2's order, so that a domain with several faults
+ * gets the same error as through libidn2: the whole domain's length
+ * (>= IDN2_DOMAIN_MAX_LENGTH code points), then the hyphen tests of every
+ * label, the last failing label's error counting ('--' in positions 3 and
+ * 4 before an edge hyphen), then label by label its length and the length
+ * of the domain up to its end.  test_addr_idna.c compares this with
+ * mfa_domain_idn2() on every kind of ASCII domain. */
+static int ascii_domain(const char *s, size_t len, char **alabel, char **ulabel,
+                        const char **why) {
+  if (len >= IDN2_DOMAIN_MAX_LENGTH)
+    return idn2_err(IDN2_TOO_BIG_DOMAIN, why);
+  int err = IDN2_OK;
+  for (size_t i = 0, j; i < len; i = j + 1) {
+    for (j = i; j < len && s[j] != '.';)
+      j++;
+    if (j - i >= 4 && s[i + 2] == '-' && s[i + 3] == '-')
+      err = IDN2_2HYPHEN;
+    else if (s[i] == '-' || s[j - 1] == '-')
+      err = IDN2_HYPHEN_STARTEND;
+  }
+  if (err != IDN2_OK)
+    return idn2_err(err, why);
+  for (size_t i = 0, j; i < len; i = j + 1) {
+    for (j = i; j < len && s[j] != '.';)
+      j++;
+    if (j - i > IDN2_LABEL_MAX_LENGTH)
+      return idn2_err(IDN2_TOO_BIG_LABEL, why);
+    if (j > 253)
+      return idn2_err(IDN2_TOO_BIG_DOMAIN, why);
+  }
+  char *a = mfa_strndup(s, len), *u = NULL;
+  if (a && ulabel)
+    u = mfa_strndup(s, len);
+  if (!a || (ulabel && !u)) {
+    free(a);
+    return mfa_nomem(why);
+  }
+  for (size_t k = 0; k < len; k++) {
+    a[k] = (char)tolower((unsigned char)a[k]);
+    if (u)
+      u[k] = a[k];
+  }
+  if (alabel)
+    *alabel = a;
+  else
+    free(a);
+  if (ulabel)
+    *ulabel = u;
+  return 0;
+}
+
+int mfa_domain_idn2(const char *s, size_t len, char **alabel, char **ulabel,
                     const char **why) {
-  char *nfc = NULL, *a = NULL, *u8 = NULL, *u = NULL, *back = NULL;
+  char *in = NULL, *a = NULL, *u = NULL, *back = NULL;
   int rc;
   if (alabel)
     *alabel = NULL;
@@ -165,13 +233,15 @@ int mfa_domain_idna(const char *s, size_t len, char **alabel, char **ulabel,
   rc = mfa_domain_syntax(s, len, MF_ADDR_E_DOMAIN, why);
   if (rc)
     return rc;
-  rc = mfa_nfc(s, len, &nfc, why);
-  if (rc)
-    return rc;
-  int r = idn2_to_ascii_8z(nfc, &a, IDNA_FLAGS);
+  in = mfa_strndup(s, len);
+  if (!in)
+    return mfa_nomem(why);
+  /* IDN2_NFC_INPUT: libidn2 normalises the input to NFC itself (UTS #46
+   * processing step 2), so the A-label encodes the NFC form. */
+  int r = idn2_to_ascii_8z(in, &a, IDNA_FLAGS);
   if (r != IDN2_OK) {
     a = NULL;
-    if (r != IDN2_MALLOC && bad_alabel(nfc, strlen(nfc)))
+    if (r != IDN2_MALLOC && r != MFA_IDN2_UNAVAILABLE && bad_alabel(in, len))
       rc = mfa_fail(why, MF_ADDR_E_PUNYCODE,
                     "invalid A-label (xn--): bad Punycode or not a valid "
                     "U-label once decoded");
@@ -183,17 +253,16 @@ int mfa_domain_idna(const char *s, size_t len, char **alabel, char **ulabel,
   if (rc)
     goto out;
 
-  /* U-label: decode the (validated, lower-case) A-label, NFC it, and check
-   * that it encodes back to the same A-label. */
-  r = idn2_to_unicode_8z8z(a, &u8, IDNA_FLAGS);
+  /* U-label: decode the (validated, lower-case) A-label and check that it
+   * encodes back to the same A-label.  A U-label that is not NFC would not:
+   * its encoding is of its NFC form (IDN2_NFC_INPUT), so the round trip
+   * also guarantees the U-label is NFC. */
+  r = idn2_to_unicode_8z8z(a, &u, IDNA_FLAGS);
   if (r != IDN2_OK) {
-    u8 = NULL;
+    u = NULL;
     rc = idn2_err(r, why);
     goto out;
   }
-  rc = mfa_nfc(u8, strlen(u8), &u, why);
-  if (rc)
-    goto out;
   r = idn2_to_ascii_8z(u, &back, IDNA_FLAGS);
   if (r != IDN2_OK || strcmp(back, a) != 0) {
     if (r != IDN2_OK)
@@ -211,12 +280,23 @@ int mfa_domain_idna(const char *s, size_t len, char **alabel, char **ulabel,
     u = NULL;
   }
 out:
-  free(nfc);
+  free(in);
   free(a);
-  free(u8);
   free(u);
   free(back);
   return rc;
+}
+
+int mfa_domain_idna(const char *s, size_t len, char **alabel, char **ulabel,
+                    const char **why) {
+  if (alabel)
+    *alabel = NULL;
+  if (ulabel)
+    *ulabel = NULL;
+  if (mfa_has_non_ascii(s, len) || has_xn_label(s, len))
+    return mfa_domain_idn2(s, len, alabel, ulabel, why);
+  int rc = mfa_domain_syntax(s, len, MF_ADDR_E_DOMAIN, why);
+  return rc ? rc : ascii_domain(s, len, alabel, ulabel, why);
 }
 
 /* dcontent = %d33-90 / %d94-126 */

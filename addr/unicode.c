@@ -1,9 +1,10 @@
 /* UTF-8 validation and NFC normalisation (ICU).
  *
- * ICU is loaded when a string first needs normalising (a non-ASCII address),
- * not when the program starts: libicuuc with libicudata and libstdc++ is
- * 1.6 MiB of resident pages in every process that links us, most of which
- * never sees a non-ASCII address (bench/MEMORY.md).  Loaded once for the
+ * ICU is loaded when a string first needs normalising (a non-ASCII local
+ * part: domains are normalised by libidn2, idna.c), not when the program
+ * starts: libicuuc with libicudata and libstdc++ is 1.6 MiB of resident
+ * pages in every process that links us, most of which never sees a
+ * non-ASCII local part (bench/MEMORY.md).  Loaded once for the
  * process (pthread_once; any thread), never unloaded; the library named is
  * the one the headers come from (libicuuc.so.<major>, its symbols carry the
  * same _<major> suffix). */

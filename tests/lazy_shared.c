@@ -1,11 +1,14 @@
 /* lazy_shared.c -- through the SHARED libraries (the cmocka tests link the
- * static ones, which link GMime as usual): GMime and ICU are not mapped when
- * a program starts, nor after work that does not need them, and neither is
- * GLib (with libpcre2, its dependency), which comes with GMime
- * (only GMime's results are freed with g_free); the first call
- * that needs GMime (an RFC 2047 word, an address list) or ICU (NFC of a
- * non-ASCII address) loads it, from any thread, once, and gives their
- * results (header/gmime_lazy.c, addr/unicode.c). */
+ * static ones, which link GMime and libidn2 as usual): GMime, ICU and
+ * libidn2 are not mapped when a program starts, nor after work that does
+ * not need them, and neither is GLib (with libpcre2, its dependency), which
+ * comes with GMime (only GMime's results are freed with g_free), nor
+ * libunistring, which comes with libidn2; the first call that needs GMime
+ * (an RFC 2047 word, an address list), ICU (NFC of a non-ASCII local part)
+ * or libidn2 (a non-ASCII or "xn--" domain) loads it, from any thread,
+ * once, and gives their results (header/gmime_lazy.c, addr/unicode.c,
+ * addr/idn2_lazy.c).  A non-ASCII domain does not need ICU: libidn2
+ * normalises it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,17 +25,7 @@
 #include <mailfilter/addr.h>
 #include <mailfilter/header.h>
 
-/* 1 when a file whose name contains `lib` is mapped into this process. */
-static int mapped(const char *lib) {
-  FILE *f = fopen("/proc/self/maps", "r");
-  assert_non_null(f);
-  char line[4096];
-  int found = 0;
-  while (!found && fgets(line, sizeof line, f) != NULL)
-    found = strstr(line, lib) != NULL;
-  fclose(f);
-  return found;
-}
+#include "lazy_shared_maps.h"
 
 static void assert_decodes(const char *raw, const char *want) {
   char *out = NULL;
@@ -69,6 +62,22 @@ static void *decode_first(void *arg) {
   int rc = mf_hdr_decode(raw, strlen(raw), &out);
   int ok = rc == MF_HDR_OK && strcmp(out, "caf\xc3\xa9 au lait") == 0;
   free(out);
+  return (void *)(intptr_t)ok;
+}
+
+/* スパム.example.com in NFD (パ = ハ + U+309A) and its A-label. */
+#define SPAM_NFD_DOMAIN                                                        \
+  "\xe3\x82\xb9\xe3\x83\x8f\xe3\x82\x9a\xe3\x83\xa0.example.com"
+#define SPAM_ALABEL "xn--zck5b2b.example.com"
+
+static void *idna_first(void *arg) {
+  (void)arg;
+  mf_addr *a = NULL;
+  int ok =
+      mf_addr_parse("spam-trap@" SPAM_NFD_DOMAIN, 0, &a, NULL) == 0 &&
+      strcmp(mf_addr_domain_alabel(a), SPAM_ALABEL) == 0 &&
+      addr_equal("spam-trap@" SPAM_ALABEL, "spam-trap@" SPAM_NFD_DOMAIN) == 1;
+  mf_addr_free(a);
   return (void *)(intptr_t)ok;
 }
 
@@ -192,6 +201,35 @@ static void test_gmime_on_first_use(void **state) {
   mf_hdr_free(h);
 }
 
+/* libidn2 with libunistring: not for ASCII domains, loaded by the first
+ * non-ASCII one, which needs no ICU.  Runs first: GMime, once loaded,
+ * brings libidn2 with it. */
+static void test_idn2_on_first_use(void **state) {
+  (void)state;
+  assert_false(mapped("libidn2"));
+  assert_false(mapped("libunistring"));
+  assert_int_equal(addr_equal("a@Example.COM", "a@example.com"), 1);
+  char *o = NULL;
+  assert_int_equal(mf_addr_domain_convert("Mail.Example.com", 1, &o, NULL), 0);
+  assert_string_equal(o, "mail.example.com");
+  free(o);
+  const char *why = NULL;
+  mf_addr *a = NULL;
+  assert_int_equal(mf_addr_parse("a@ab--c.example", 0, &a, &why),
+                   MF_ADDR_E_DOMAIN);
+  assert_false(mapped("libidn2"));
+  assert_false(mapped("libunistring"));
+  four_threads(idna_first);
+  assert_true(mapped("libidn2"));
+  assert_false(mapped("libicuuc"));
+  assert_int_equal(mf_addr_domain_convert(SPAM_ALABEL, 1, &o, NULL), 0);
+  assert_string_equal(o, "\xe3\x82\xb9\xe3\x83\x91\xe3\x83\xa0.example.com");
+  free(o);
+  assert_int_equal(mf_addr_parse("a@xn--cafe-yvc.example", 0, &a, &why),
+                   MF_ADDR_E_PUNYCODE);
+  assert_false(mapped("libicuuc"));
+}
+
 static void test_icu_on_first_use(void **state) {
   (void)state;
   assert_false(mapped("libicuuc"));
@@ -207,6 +245,8 @@ static void test_icu_on_first_use(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      /* first: GMime needs libidn2 too */
+      cmocka_unit_test(test_idn2_on_first_use),
       cmocka_unit_test(test_gmime_on_first_use),
       cmocka_unit_test(test_icu_on_first_use),
   };

@@ -22,12 +22,18 @@
  *              (mf_addr_domain_alabel()).
  *   U-label    "スパム.example.com": the A-label decoded to Unicode, NFC,
  *              lower case (mf_addr_domain_ulabel()).
+ *   NFC of a domain is libidn2's (IDN2_NFC_INPUT); ICU is not used for
+ *   domains.  An ASCII domain without "xn--" labels needs no libidn2 (it is
+ *   checked and lower-cased as libidn2 would); the shared library loads
+ *   libidn2 when a domain first needs it, and when it cannot be loaded such
+ *   a domain is refused with MF_ADDR_E_IDNA ("cannot load libidn2: ...").
  *   All three are computed when the address is parsed (eagerly); a parsed
  *   mf_addr is immutable.
  *
  * EQUALITY (mf_addr_equal())
  *   Two addresses are equal when their local parts are byte-equal after
- *   removing quoting ("\"john\"" == "john") and NFC normalisation (ICU), case
+ *   removing quoting ("\"john\"" == "john") and NFC normalisation (ICU, loaded
+ *   when a non-ASCII local part first needs it), case
  *   KEPT (RFC 5321 2.4: the local part is case-sensitive), and their domains
  *   are equal case-insensitively in A-label form.  So
  *   spam-trap@スパム.example.com, spam-trap@XN--ZCK5B2B.example.com and an NFD
@@ -48,7 +54,8 @@
  * THREAD RULES
  *   - Every function is reentrant: there is no global state in this module.
  *     libidn2 and ICU's NFC normaliser (unorm2_getNFCInstance) are
- *     thread-safe; ICU initialises its data once, internally locked.
+ *     thread-safe; ICU initialises its data once, internally locked; each
+ *     is loaded once (pthread_once) by whichever thread needs it first.
  *   - A parsed mf_addr is immutable (everything is computed at parse time),
  *     so one mf_addr may be read by any number of threads at once (all the
  *     const accessors, mf_addr_equal, mf_addr_format...).  Only
@@ -104,11 +111,13 @@ enum {
   MF_ADDR_E_DOMAIN_TOO_LONG = -14, /* domain over 253 octets (A-label form) */
   MF_ADDR_E_PUNYCODE = -15,        /* invalid A-label ("xn--abc-") */
   MF_ADDR_E_IDNA = -16,            /* IDNA2008/UTS #46 refuses the domain
-                                      (disallowed code point, bidi, ...) */
+                                      (disallowed code point, bidi, ...),
+                                      or libidn2 cannot be loaded */
   MF_ADDR_E_LITERAL = -17,         /* bad address literal "[...]" */
   MF_ADDR_E_ROUTE = -18,           /* bad source route */
   MF_ADDR_E_NULL = -19,            /* "<>" where not allowed */
-  MF_ADDR_E_NORMALIZE = -20,       /* ICU could not NFC-normalise */
+  MF_ADDR_E_NORMALIZE = -20,       /* ICU could not NFC-normalise (a local
+                                      part), or cannot be loaded */
   MF_ADDR_E_ESMTP = -21,           /* bad ESMTP parameter */
   MF_ADDR_E_DUPLICATE = -22,       /* the same ESMTP keyword twice */
   MF_ADDR_E_NOTFOUND = -23,        /* no such ESMTP parameter */
