@@ -30,6 +30,10 @@ int main(void) {
                                                         : sizeof(uv_pipe_t);
   /* core: one per connection */
   ROW("milter_ctx", sizeof(milter_ctx));
+  /* allocated only while input is held (a reply pending with bytes behind
+   * it, or a packet arrived in part), and during a message */
+  ROW("milter_input", sizeof(struct milter_input));
+  ROW("milter_msg", sizeof(struct milter_msg));
   ROW("milter_decoder", sizeof(milter_decoder));
   ROW("milter_buf", sizeof(milter_buf));
   ROW("uv_pipe_t", sizeof(uv_pipe_t));

@@ -105,7 +105,8 @@ int milter_actions_flush(milter_ctx *ctx) {
     rc = milter_buf_append(&ctx->out, m->acts.data, m->acts.len);
   if (rc == 0 && ctx->has_newbody) /* replacebody(0 bytes): no block */
     rc = milter_enc_replbody(&ctx->out, m != NULL ? m->newbody.data : NULL,
-                             m != NULL ? m->newbody.len : 0, ctx->data_size);
+                             m != NULL ? m->newbody.len : 0,
+                             milter_data_size(ctx));
   milter_actions_clear(ctx);
   return rc;
 }

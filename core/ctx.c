@@ -7,15 +7,29 @@
 #include "mf_alloc.h"
 
 struct milter_msg *milter_msg_get(milter_ctx *ctx) {
-  if (ctx->msg == NULL)
-    ctx->msg = xcalloc(1, sizeof *ctx->msg);
+  if (ctx->msg == NULL) {
+    /* malloc and memset, not calloc: glibc's calloc skips the per-thread
+     * cache, and a block per message is the hot path (the empty asm keeps
+     * the compiler from merging the two into calloc). */
+    struct milter_msg *m = xmalloc(sizeof *m);
+    if (m == NULL)
+      return NULL;
+    __asm__ volatile("" : : "r"(m) : "memory");
+    memset(m, 0, sizeof *m);
+    atomic_init(&m->post_busy, 0);
+    /* Read by milter_ctx_post's thread (post.c). */
+    __atomic_store_n(&ctx->msg, m, __ATOMIC_RELEASE);
+  }
   return ctx->msg;
 }
 
 void milter_msg_trim(milter_ctx *ctx) {
   const struct milter_msg *m = ctx->msg;
-  /* While a reply is pending the block may be another thread's. */
-  if (m == NULL || ctx->in_msg || ctx->pending || m->acts.data != NULL ||
+  /* While a reply is pending the block may be another thread's; a post
+   * queued in its slot keeps it until it has run. */
+  if (m == NULL || ctx->in_msg || ctx->pending ||
+      atomic_load_explicit(&m->post_busy, memory_order_relaxed) ||
+      m->acts.data != NULL ||
       m->newbody.data != NULL || m->reply != NULL || m->deferred_reply != NULL)
     return;
   for (int i = 0; i < MAC_COUNT - MAC_MAIL; i++)
@@ -54,7 +68,7 @@ uint32_t milter_ctx_protocol(const milter_ctx *ctx) {
 }
 
 uint32_t milter_ctx_data_size(const milter_ctx *ctx) {
-  return ctx->data_size;
+  return milter_data_size(ctx);
 }
 
 const char *milter_ctx_peer(const milter_ctx *ctx) {

@@ -21,13 +21,18 @@ int milter_poster_init(milter_poster *p, uv_loop_t *loop) {
 
 int milter_poster_push(milter_poster *p, milter_ctx *ctx, milter_post_fn fn,
                        void *arg) {
-  struct milter_post_item *it = &ctx->post_slot;
-  if (atomic_exchange(&ctx->post_slot_busy, 1) != 0) {
+  /* While a reply is pending the loop neither allocates nor frees the
+   * block (milter_session_finish, milter_msg_trim); the pointer is
+   * published with release (milter_msg_get). */
+  struct milter_msg *m = __atomic_load_n(&ctx->msg, __ATOMIC_ACQUIRE);
+  struct milter_post_item *it;
+  if (m != NULL && atomic_exchange(&m->post_busy, 1) == 0) {
+    it = &m->post_slot;
+    it->busy = &m->post_busy;
+  } else {
     if ((it = xmalloc(sizeof *it)) == NULL)
       return MILTER_E_NOMEM;
-    it->embedded = 0;
-  } else {
-    it->embedded = 1;
+    it->busy = NULL;
   }
   it->ctx = ctx;
   it->fn = fn;
@@ -59,8 +64,8 @@ void milter_poster_run(milter_poster *p) {
     milter_post_fn fn = it->fn;
     void *arg = it->arg;
     /* Released before the call: fn may post again (or end the ctx). */
-    if (it->embedded)
-      atomic_store(&ctx->post_slot_busy, 0);
+    if (it->busy != NULL)
+      atomic_store(it->busy, 0);
     else
       free(it);
     fn(ctx, arg);

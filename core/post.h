@@ -15,16 +15,18 @@
 
 #include <mailfilter/milter.h>
 
-/* One queued call.  Every ctx embeds one (milter_ctx.post_slot), used
- * whenever it is free: handing a decision back (the common case: one post
- * per ctx at a time) allocates nothing, so it cannot fail for lack of
- * memory.  A second concurrent post on the same ctx is allocated. */
+/* One queued call.  A message's block (struct milter_msg, session.h)
+ * holds one, used whenever it is free: handing a decision back (one post
+ * per ctx at a time, while its reply is PENDING: the session makes sure
+ * the block exists then) allocates nothing, so it cannot fail for lack of
+ * memory.  A post with no block, or a second concurrent post on the same
+ * ctx, is allocated. */
 struct milter_post_item {
   struct milter_post_item *next;
   milter_ctx *ctx;
   milter_post_fn fn;
   void *arg;
-  int embedded; /* the ctx's own slot: release it, do not free it */
+  atomic_int *busy; /* the block's slot: release it; NULL: free the item */
 };
 
 typedef struct milter_poster {
@@ -35,8 +37,8 @@ typedef struct milter_poster {
 
 /* Loop thread.  Returns 0 or MILTER_E_NOMEM / MILTER_E_IO. */
 int milter_poster_init(milter_poster *p, uv_loop_t *loop);
-/* Any thread.  Returns 0, or MILTER_E_NOMEM when ctx's own slot is in use
- * and no memory is left for another item. */
+/* Any thread.  Returns 0, or MILTER_E_NOMEM when ctx's slot is in use (or
+ * there is no block) and no memory is left for another item. */
 int milter_poster_push(milter_poster *p, milter_ctx *ctx, milter_post_fn fn,
                        void *arg);
 /* Loop thread: run what is queued (also done by the async callback). */

@@ -8,7 +8,7 @@
  * ignored without a reply.  Differences are marked "DEVIATION" below.
  *
  * Deferred status.  When the MTA agreed that a command gets no reply (an
- * NR_* bit in nr_sent) and its callback (or milter_ctx_reply after PENDING)
+ * NR_* bit in milter_nr_sent) and its callback (or milter_ctx_reply after PENDING)
  * still returns a final status -- REJECT, TEMPFAIL, DISCARD or ACCEPT --
  * libmilter drops it and so the message goes on as if nothing had happened
  * (or, worse, the stage jumps to HELO and the end of message is ignored as
@@ -110,7 +110,9 @@ static int stage_of(uint8_t cmd) {
   }
 }
 
-/* get_nr_bit(): the "no reply" bit of a command. */
+/* get_nr_bit(): the "no reply" bit of a command.  It is one of
+ * MILTER_P_ALL_NR: "nr_bit(cmd) & ctx->protocol" is "& milter_nr_sent(ctx)"
+ * without the mask. */
 static uint32_t nr_bit(uint8_t cmd) {
   switch (cmd) {
   case MILTER_CMD_CONNECT:
@@ -146,13 +148,6 @@ void milter_session_init(milter_ctx *ctx, const milter_filter_desc *desc,
   ctx->desc = desc;
   ctx->env = env;
   ctx->glue = glue;
-  ctx->data_size = MILTER_DATA_64K;
-  /* Only OPTNEG may come first: keep the first packet small. */
-  uint32_t cap = env->hard_cap ? env->hard_cap : MILTER_DEFAULT_HARD_CAP;
-  milter_decoder_init(&ctx->dec,
-                      cap < MILTER_DATA_64K + 1 ? cap : MILTER_DATA_64K + 1);
-  if (desc->flags & MILTER_DESC_STREAM_BODY)
-    ctx->dec.stream_cmd = MILTER_CMD_BODY;
   ctx->peer = peer ? peer : "?";
 }
 
@@ -214,8 +209,12 @@ static void drop_deferred(milter_ctx *ctx, const char *why) {
 
 void milter_session_free(milter_ctx *ctx) {
   milter_buf_free(&ctx->out);
-  milter_buf_free(&ctx->backlog);
-  milter_decoder_free(&ctx->dec);
+  if (ctx->in != NULL) {
+    milter_buf_free(&ctx->in->backlog);
+    milter_decoder_free(&ctx->in->dec);
+    free(ctx->in);
+    ctx->in = NULL;
+  }
   milter_macros_clear(ctx, 0);
   milter_actions_clear(ctx);
   clear_reply(ctx);
@@ -229,11 +228,11 @@ int milter_session_paused(const milter_ctx *ctx) {
 }
 
 size_t milter_session_held_input(const milter_ctx *ctx) {
-  return ctx->backlog.len;
+  return ctx->in != NULL ? ctx->in->backlog.len : 0;
 }
 
 int milter_session_mid_packet(const milter_ctx *ctx) {
-  return milter_decoder_busy(&ctx->dec);
+  return ctx->in != NULL && milter_decoder_busy(&ctx->in->dec);
 }
 
 int milter_session_busy(const milter_ctx *ctx) {
@@ -435,19 +434,13 @@ static int negotiate(milter_ctx *ctx, const milter_optneg *o) {
   ctx->version = (uint8_t)v;
   ctx->actions = act;
   ctx->protocol = send | mdsbit;
-  ctx->data_size = size;
-  ctx->nr_sent = send & MILTER_P_ALL_NR;
   ctx->skip_states = (uint16_t)skip_states_of(want);
   int rc =
       milter_enc_optneg_reply(&ctx->out, v, act, ctx->protocol,
                               (act & MILTER_ACT_SETSYMLIST) ? d->macros : NULL);
   if (rc < 0)
     return rc;
-  /* Tolerate packets above the negotiated size (Postfix sends long header
-   * values unasked) up to the hard cap. */
-  milter_decoder_set_max(&ctx->dec, ctx->env->hard_cap
-                                        ? ctx->env->hard_cap
-                                        : MILTER_DEFAULT_HARD_CAP);
+  /* The decoder's limit is now the hard cap (max_len). */
   ctx->negotiated = 1;
   milter_ctx_log(ctx, MILTER_LOG_DEBUG,
                  "negotiated v%u actions 0x%x protocol 0x%x data %u (MTA v%u "
@@ -532,7 +525,7 @@ static int ends_message(uint8_t cmd, milter_status st) {
 /* Send the reply to cmd (the MTA waits for one, or NR was negotiated and st
  * is CONTINUE/NOREPLY/SKIP: nothing is sent). */
 static void emit(milter_ctx *ctx, uint8_t cmd, milter_status st) {
-  if (nr_bit(cmd) & ctx->nr_sent)
+  if (nr_bit(cmd) & ctx->protocol)
     return; /* the MTA waits for nothing: sending would desynchronise it */
   size_t mark = ctx->out.len; /* where this reply starts */
   /* NOREPLY where the MTA expects a reply (NR faked, or never asked for):
@@ -665,6 +658,12 @@ static void deliver_deferred(milter_ctx *ctx, uint8_t cmd) {
 void milter_session_finish(milter_ctx *ctx, uint8_t cmd, milter_status st) {
   if (st == MILTER_PENDING) {
     ctx->pending = cmd;
+    /* The slot of the milter_ctx_post() that usually hands the reply back
+     * (post.h) is in the message block: have one while the reply is
+     * pending (a message has one already, with its MAIL macros).  Without
+     * it the post allocates its item. */
+    if (ctx->msg == NULL)
+      (void)milter_msg_get(ctx);
     return;
   }
   if (st == MILTER_CLOSE) {
@@ -677,7 +676,7 @@ void milter_session_finish(milter_ctx *ctx, uint8_t cmd, milter_status st) {
     milter_actions_clear(ctx);
     return;
   }
-  if ((nr_bit(cmd) & ctx->nr_sent) && st != MILTER_CONTINUE &&
+  if ((nr_bit(cmd) & ctx->protocol) && st != MILTER_CONTINUE &&
       st != MILTER_NOREPLY && st != MILTER_SKIP) {
     defer(ctx, cmd, st);
     return;
@@ -861,7 +860,7 @@ static int on_packet(milter_ctx *ctx, const milter_packet *pkt) {
       drop_deferred(ctx, MSG_ENDED);
     if (ctx->deferred) {
       /* No callback: swallowed, or answered with the deferred status. */
-      if (!(nr_bit(c.code) & ctx->nr_sent))
+      if (!(nr_bit(c.code) & ctx->protocol))
         deliver_deferred(ctx, c.code);
       return 0;
     }
@@ -911,60 +910,151 @@ static void on_body_piece(milter_ctx *ctx, const milter_packet *pkt) {
   }
 }
 
-int milter_session_feed(milter_ctx *ctx, const uint8_t *buf, size_t len) {
-  if (ctx->pending) {
-    if (milter_buf_append(&ctx->backlog, buf, len) < 0)
-      return MILTER_E_NOMEM;
-    return MILTER_SESSION_PAUSED;
+/* ------------------------------------------------------------------------ */
+/* Held input                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Between whole packets a decoder holds only its limit and stream_cmd, both
+ * given by the ctx: a feed decodes with a decoder on its stack, and
+ * ctx->in (decoder and backlog) is allocated only when a packet is left in
+ * part or input arrives while a reply is pending.  It stays while a
+ * message is in progress (one allocation per message at most) and goes
+ * once it holds nothing outside one: an idle connection has none. */
+
+/* The largest packet accepted: until OPTNEG only a small one may come;
+ * after it, packets above the negotiated size are tolerated (Postfix sends
+ * long header values unasked) up to the hard cap. */
+static uint32_t max_len(const milter_ctx *ctx) {
+  uint32_t cap =
+      ctx->env->hard_cap ? ctx->env->hard_cap : MILTER_DEFAULT_HARD_CAP;
+  if (!ctx->negotiated && cap > MILTER_DATA_64K + 1)
+    cap = MILTER_DATA_64K + 1;
+  return cap;
+}
+
+static void decoder_start(const milter_ctx *ctx, milter_decoder *d) {
+  milter_decoder_init(d, max_len(ctx));
+  if (ctx->desc->flags & MILTER_DESC_STREAM_BODY)
+    d->stream_cmd = MILTER_CMD_BODY;
+}
+
+/* ctx->in, allocated if there is none yet (its decoder idle); NULL when
+ * out of memory. */
+static struct milter_input *input_get(milter_ctx *ctx) {
+  if (ctx->in == NULL && (ctx->in = xmalloc(sizeof *ctx->in)) != NULL) {
+    milter_buf_init(&ctx->in->backlog);
+    decoder_start(ctx, &ctx->in->dec);
   }
+  return ctx->in;
+}
+
+/* Free ctx->in when it holds nothing and no message is in progress. */
+static void input_trim(milter_ctx *ctx) {
+  struct milter_input *in = ctx->in;
+  if (in == NULL || ctx->in_msg || in->backlog.len != 0 ||
+      milter_decoder_busy(&in->dec))
+    return;
+  milter_buf_free(&in->backlog);
+  milter_decoder_free(&in->dec);
+  free(in);
+  ctx->in = NULL;
+}
+
+/* Keep n input bytes unprocessed (a reply is pending): 0 or
+ * MILTER_E_NOMEM. */
+static int hold(milter_ctx *ctx, const uint8_t *p, size_t n) {
+  struct milter_input *in = input_get(ctx);
+  return in != NULL ? milter_buf_append(&in->backlog, p, n) : MILTER_E_NOMEM;
+}
+
+/* End of a feed that decoded with d (local: the stack's, when there was no
+ * ctx->in): keep what must be kept, drop the rest.  Returns r, or
+ * MILTER_E_NOMEM when a partial packet cannot be kept. */
+static int feed_end(milter_ctx *ctx, milter_decoder *d, int r) {
+  struct milter_input *in = ctx->in;
+  if (r >= 0 && milter_decoder_busy(d)) {
+    if (in != NULL && d == &in->dec)
+      return r;
+    if ((in = input_get(ctx)) == NULL) {
+      milter_decoder_free(d);
+      milter_ctx_log(ctx, MILTER_LOG_ERROR,
+                     "closing: out of memory for a partial packet");
+      return MILTER_E_NOMEM;
+    }
+    in->dec = *d; /* its partial packet moves with it */
+    return r;
+  }
+  /* Between packets: the last packet's buffer, if any, is no longer
+   * needed (its callback has returned). */
+  if (d->part != NULL)
+    milter_decoder_free(d);
+  input_trim(ctx);
+  return r;
+}
+
+int milter_session_feed(milter_ctx *ctx, const uint8_t *buf, size_t len) {
+  if (ctx->pending)
+    return hold(ctx, buf, len) < 0 ? MILTER_E_NOMEM : MILTER_SESSION_PAUSED;
+  milter_decoder local, *d = &local;
+  if (ctx->in != NULL)
+    d = &ctx->in->dec;
+  else
+    decoder_start(ctx, &local);
   size_t off = 0;
+  int r = 0;
   while (off < len) {
     size_t used = 0;
     milter_packet pkt;
-    int r = milter_decoder_feed(&ctx->dec, buf + off, len - off, &used, &pkt);
+    r = milter_decoder_feed(d, buf + off, len - off, &used, &pkt);
     off += used;
     if (r == 0)
       break;
     if (r < 0) {
       if (r == MILTER_E_TOOBIG)
         milter_ctx_log(ctx, MILTER_LOG_WARNING,
-                       "closing: packet length %u over the limit %u",
-                       ctx->dec.need, ctx->dec.max_len);
+                       "closing: packet length %u over the limit %u", d->need,
+                       d->max_len);
       else if (r == MILTER_E_PROTO)
         milter_ctx_log(ctx, MILTER_LOG_WARNING, "closing: zero-length packet");
       else
         milter_ctx_log(ctx, MILTER_LOG_ERROR, "closing: %s",
                        milter_strerror(r));
-      return r;
+      break;
     }
+    r = 0;
     if (pkt.frag & MILTER_FRAG_CONT) {
       on_body_piece(ctx, &pkt);
     } else {
-      if (ctx->negotiated && ctx->dec.need > ctx->data_size + 1)
+      if (d->need > MILTER_DATA_64K + 1 && ctx->negotiated &&
+          d->need > milter_data_size(ctx) + 1)
         milter_ctx_log(ctx, MILTER_LOG_DEBUG,
                        "%s of %u bytes over the negotiated size %u "
                        "(tolerated)",
-                       milter_cmd_name(pkt.cmd), ctx->dec.need - 1,
-                       ctx->data_size);
+                       milter_cmd_name(pkt.cmd), d->need - 1,
+                       milter_data_size(ctx));
       r = on_packet(ctx, &pkt);
       if (r < 0)
-        return r;
+        break;
+      if (pkt.cmd == MILTER_CMD_OPTNEG)
+        milter_decoder_set_max(d, max_len(ctx));
       if ((pkt.frag & MILTER_FRAG_MORE) && ctx->frag != FRAG_ACTIVE &&
           !ctx->pending)
         ctx->frag = FRAG_IGNORE; /* not taken (out of order ...): skip */
     }
     if (ctx->msg != NULL && !ctx->in_msg)
       milter_msg_trim(ctx);
-    if (ctx->close_req)
-      return MILTER_E_CLOSED;
+    if (ctx->close_req) {
+      r = MILTER_E_CLOSED;
+      break;
+    }
     if (ctx->pending) {
-      if (off < len &&
-          milter_buf_append(&ctx->backlog, buf + off, len - off) < 0)
-        return MILTER_E_NOMEM;
-      return MILTER_SESSION_PAUSED;
+      r = off < len && hold(ctx, buf + off, len - off) < 0
+              ? MILTER_E_NOMEM
+              : MILTER_SESSION_PAUSED;
+      break;
     }
   }
-  return 0;
+  return feed_end(ctx, d, r);
 }
 
 int milter_session_resume(milter_ctx *ctx) {
@@ -972,10 +1062,12 @@ int milter_session_resume(milter_ctx *ctx) {
     return MILTER_E_CLOSED;
   if (ctx->pending)
     return MILTER_SESSION_PAUSED;
-  if (ctx->backlog.len == 0)
+  if (ctx->in == NULL || ctx->in->backlog.len == 0) {
+    input_trim(ctx); /* a pending end of message may have kept it */
     return 0;
-  milter_buf b = ctx->backlog;
-  milter_buf_init(&ctx->backlog);
+  }
+  milter_buf b = ctx->in->backlog;
+  milter_buf_init(&ctx->in->backlog);
   int r = milter_session_feed(ctx, b.data, b.len);
   milter_buf_free(&b);
   return r;

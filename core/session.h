@@ -95,6 +95,22 @@ struct milter_msg {
   uint8_t *deferred_reply; /* the one kept with a deferred status */
   uint32_t reply_len;
   uint32_t deferred_reply_len;
+  /* milter_ctx_post() without allocating (post.c): the slot of a decision
+   * handed back while a reply is pending, which keeps the block (see
+   * milter_session_finish and milter_msg_trim); busy while queued. */
+  struct milter_post_item post_slot;
+  atomic_int post_busy;
+};
+
+/* Input kept between feeds: the bytes that arrived while a reply was
+ * pending, and the decoder while a packet has arrived in part.  Between
+ * whole packets the decoder holds nothing that the ctx does not say (its
+ * limit, its stream_cmd): a feed then decodes with one on its stack, and
+ * this block exists only while there is something to keep (session.c,
+ * "Held input"). */
+struct milter_input {
+  milter_buf backlog; /* unprocessed input while a reply is pending */
+  milter_decoder dec;
 };
 
 struct milter_ctx {
@@ -103,20 +119,17 @@ struct milter_ctx {
   void *glue;         /* the server connection, or the test harness */
   void *user_data;    /* milter_ctx_set_data */
   milter_buf out;     /* bytes to send to the MTA */
-  milter_buf backlog; /* unprocessed input while a reply is pending */
-  milter_decoder dec;
+  struct milter_input *in; /* NULL unless input is held (session.c) */
   /* The CONNECT and HELO stages' SMFIC_MACRO payload: a 4-byte length
    * (host order), then the copy of name\0value\0... (macros.c), or NULL.
    * Later stages' are in msg. */
   char *macros[MAC_MAIL];
   struct milter_msg *msg; /* NULL when no message state is held */
-  /* Negotiated with the MTA. */
-  uint32_t actions, protocol, data_size;
-  uint32_t nr_sent; /* NR_* bits the MTA agreed to: it waits for nothing */
   const char *peer; /* as given to milter_session_init (not copied) */
-  /* milter_ctx_post() without allocating (post.h). */
-  struct milter_post_item post_slot;
-  atomic_int post_slot_busy;
+  /* Negotiated with the MTA.  protocol holds the NR_* bits the MTA agreed
+   * to (it waits for nothing: milter_nr_sent) and the MDS bit of the data
+   * size (milter_data_size). */
+  uint32_t actions, protocol;
   uint16_t skip_states; /* MASK of stages NO* allows to skip (fix_stm) */
   uint8_t version;
   uint8_t state;   /* enum milter_stage */
@@ -138,6 +151,20 @@ struct milter_ctx {
   unsigned deferred_conn : 1; /* deferred at CONNECT/HELO: whole connection */
   unsigned deferred_told : 1; /* its delivery was logged */
 };
+
+/* The NR_* bits the MTA agreed to (a subset of ctx->protocol). */
+static inline uint32_t milter_nr_sent(const milter_ctx *ctx) {
+  return ctx->protocol & MILTER_P_ALL_NR;
+}
+
+/* The negotiated data size, from the MDS bit in ctx->protocol (64K before
+ * negotiation). */
+static inline uint32_t milter_data_size(const milter_ctx *ctx) {
+  if (ctx->protocol & MILTER_P_MDS_1M)
+    return MILTER_DATA_1M;
+  return (ctx->protocol & MILTER_P_MDS_256K) ? MILTER_DATA_256K
+                                             : MILTER_DATA_64K;
+}
 
 #define MILTER_SESSION_PAUSED 1
 

@@ -321,7 +321,6 @@ static void stream_one(milter_status body_status, const char *want) {
   next_status['B'] = body_status;
   piece_bytes = pieces = 0;
   start();
-  assert_int_equal(ctx.dec.stream_cmd, MILTER_CMD_BODY);
   neg(6, MILTER_ACT_ALL, ALLP);
   connect_helo();
   assert_int_equal(milter_enc_envaddr(&in, 'M', "<a@x>", 0, NULL), 0);
@@ -337,7 +336,9 @@ static void stream_one(milter_status body_status, const char *want) {
   for (size_t i = 0; i < all.len; i++) {
     assert_int_equal(milter_session_feed(&ctx, all.data + i, 1), 0);
     /* small packets are collected, the 3000-byte BODY is not */
-    assert_true(ctx.dec.part_cap < 1000);
+    assert_true(ctx.in == NULL || ctx.in->dec.part_cap < 1000);
+    if (ctx.in != NULL && ctx.in->dec.streaming)
+      assert_int_equal(ctx.in->dec.stream_cmd, MILTER_CMD_BODY);
   }
   milter_buf_free(&all);
   assert_string_equal(replies(), want);
@@ -1222,6 +1223,185 @@ static void test_leadspc_and_eob_payload(void **state) {
   assert_non_null(strstr(events, "L(X:  two)L(Y:none)NB(tail)E(i=-)"));
 }
 
+/* ---- Held input (ctx.in) ------------------------------------------------- */
+
+/* Whole packets per feed keep no input block; a packet left in part, or
+ * input arriving while a reply is pending, makes one (mid_packet,
+ * held_input); it goes once it holds nothing outside a message, and stays
+ * during one (one allocation per message at most). */
+static void test_held_input(void **state) {
+  (void)state;
+  start();
+  neg(6, MILTER_ACT_ALL, ALLP);
+  connect_helo();
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "Occ");
+  assert_null(ctx.in);
+  assert_false(milter_session_mid_packet(&ctx));
+  assert_int_equal(milter_session_held_input(&ctx), 0);
+  /* HELO in two reads, outside a message: the length's 4 bytes and a half
+   * packet, then the rest. */
+  assert_int_equal(milter_enc_helo(&in, "split.example"), 0);
+  milter_buf all = in;
+  milter_buf_init(&in);
+  assert_int_equal(milter_session_feed(&ctx, all.data, 3), 0);
+  assert_non_null(ctx.in);
+  assert_true(milter_session_mid_packet(&ctx));
+  assert_int_equal(milter_session_feed(&ctx, all.data + 3, 6), 0);
+  assert_true(milter_session_mid_packet(&ctx));
+  assert_string_equal(replies(), "");
+  assert_int_equal(milter_session_feed(&ctx, all.data + 9, all.len - 9), 0);
+  assert_string_equal(replies(), "c");
+  assert_non_null(strstr(events, "H(split.example)"));
+  assert_null(ctx.in);
+  assert_false(milter_session_mid_packet(&ctx));
+  milter_buf_free(&all);
+  /* Split inside a message: the block stays (idle) to the message's end. */
+  mail_rcpt("<a@x>");
+  all = in;
+  milter_buf_init(&in);
+  assert_int_equal(milter_session_feed(&ctx, all.data, all.len - 2), 0);
+  assert_true(milter_session_mid_packet(&ctx));
+  assert_int_equal(milter_session_feed(&ctx, all.data + all.len - 2, 2), 0);
+  assert_false(milter_session_mid_packet(&ctx));
+  assert_non_null(ctx.in);
+  assert_null(ctx.in->dec.part); /* the packet's buffer is not kept */
+  milter_buf_free(&all);
+  assert_string_equal(replies(), "cc");
+  /* EOM pending with the next command behind it in the same read. */
+  next_status['E'] = MILTER_PENDING;
+  assert_int_equal(milter_enc_simple(&in, 'E'), 0);
+  assert_int_equal(milter_enc_helo(&in, "after.example"), 0);
+  assert_int_equal(feed(), MILTER_SESSION_PAUSED);
+  assert_non_null(ctx.msg); /* no macros, but the pending reply's slot */
+  assert_int_equal(milter_session_held_input(&ctx), 4 + 1 + 14);
+  assert_int_equal(milter_enc_simple(&in, 'A'), 0); /* read while paused */
+  assert_int_equal(feed(), MILTER_SESSION_PAUSED);
+  assert_int_equal(milter_session_held_input(&ctx), 4 + 1 + 14 + 5);
+  assert_int_equal(milter_ctx_reply(&ctx, MILTER_ACCEPT), 0);
+  assert_string_equal(replies(), "a");
+  assert_null(ctx.msg);
+  assert_non_null(ctx.in); /* until the glue resumes */
+  assert_int_equal(milter_session_resume(&ctx), 0);
+  assert_string_equal(replies(), "c");
+  assert_non_null(strstr(events, "H(after.example)"));
+  assert_null(ctx.in);
+  assert_int_equal(milter_session_held_input(&ctx), 0);
+  /* Kept by a split in a message whose end is pending with nothing behind
+   * it: the resume that follows the reply frees it. */
+  mail_rcpt("<b@x>");
+  assert_int_equal(milter_enc_simple(&in, 'E'), 0);
+  all = in;
+  milter_buf_init(&in);
+  assert_int_equal(milter_session_feed(&ctx, all.data, 7), 0);
+  assert_int_equal(milter_session_feed(&ctx, all.data + 7, all.len - 7),
+                   MILTER_SESSION_PAUSED);
+  milter_buf_free(&all);
+  assert_non_null(ctx.in);
+  assert_int_equal(milter_session_held_input(&ctx), 0);
+  assert_int_equal(milter_ctx_reply(&ctx, MILTER_ACCEPT), 0);
+  assert_string_equal(replies(), "cca");
+  assert_int_equal(milter_session_resume(&ctx), 0);
+  assert_null(ctx.in);
+  /* A partial packet left when the ctx ends is freed with it (teardown;
+   * ASan's leak check). */
+  assert_int_equal(milter_enc_helo(&in, "never.complete"), 0);
+  assert_int_equal(milter_session_feed(&ctx, in.data, in.len - 1), 0);
+  milter_buf_free(&in);
+  assert_true(milter_session_mid_packet(&ctx));
+}
+
+/* The packet limit before and after OPTNEG reaches the stack's decoder:
+ * before it, nothing larger than 64 KiB; after it, up to the hard cap. */
+static void test_held_input_limits(void **state) {
+  (void)state;
+  env.hard_cap = 200000;
+  start();
+  /* An over-64K length before OPTNEG: refused. */
+  uint8_t big[5] = {0, 1, 0, 2, 'H'}; /* 65538 */
+  assert_int_equal(milter_session_feed(&ctx, big, sizeof big), MILTER_E_TOOBIG);
+  milter_session_free(&ctx);
+  start();
+  neg(6, MILTER_ACT_ALL, ALLP);
+  assert_int_equal(feed(), 0);
+  /* After it, the same length is a partial packet (held), one over the cap
+   * is refused. */
+  assert_int_equal(milter_session_feed(&ctx, big, sizeof big), 0);
+  assert_true(milter_session_mid_packet(&ctx));
+  milter_session_free(&ctx);
+  start();
+  neg(6, MILTER_ACT_ALL, ALLP);
+  uint8_t over[5] = {0, 3, 0x0d, 0x41, 'H'}; /* 200001 */
+  assert_int_equal(milter_buf_append(&in, over, sizeof over), 0);
+  assert_int_equal(feed(), MILTER_E_TOOBIG);
+  assert_null(ctx.in);
+}
+
+/* milter_ctx_post's slot is in the message block, which a pending reply
+ * has even outside a message: the post that hands the reply back
+ * allocates nothing; a second one at the same time is allocated; a queued
+ * post keeps the block until it has run. */
+/* A loop with a poster behind env (milter_ctx_post), and its end. */
+static uv_loop_t loop;
+static milter_poster poster;
+
+static void poster_start(void) {
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(milter_poster_init(&poster, &loop), 0);
+  env.poster = &poster;
+}
+
+static void poster_stop(void) {
+  milter_poster_close(&poster, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static char posted[8];
+static void post_letter(milter_ctx *c, void *arg) {
+  (void)c;
+  strncat(posted, arg, sizeof posted - strlen(posted) - 1);
+}
+
+static void test_post_slot(void **state) {
+  (void)state;
+  poster_start();
+  posted[0] = '\0';
+  next_status['C'] = MILTER_PENDING;
+  start();
+  neg(6, MILTER_ACT_ALL, ALLP);
+  assert_int_equal(
+      milter_enc_connect(&in, "client.example", '4', 25, "192.0.2.1"), 0);
+  assert_int_equal(feed(), MILTER_SESSION_PAUSED);
+  assert_string_equal(replies(), "O");
+  assert_non_null(ctx.msg);
+  assert_int_equal(milter_ctx_post(&ctx, post_letter, "1"), 0);
+  assert_int_equal(atomic_load(&ctx.msg->post_busy), 1);
+  assert_int_equal(milter_ctx_post(&ctx, post_letter, "2"), 0);
+  milter_poster_run(&poster);
+  assert_string_equal(posted, "12");
+  assert_int_equal(atomic_load(&ctx.msg->post_busy), 0);
+  assert_int_equal(milter_ctx_reply(&ctx, MILTER_CONTINUE), 0);
+  assert_string_equal(replies(), "c");
+  assert_null(ctx.msg);
+  /* A post still queued when the reply is given some other way. */
+  next_status['H'] = MILTER_PENDING;
+  assert_int_equal(milter_enc_helo(&in, "h"), 0);
+  assert_int_equal(feed(), MILTER_SESSION_PAUSED);
+  assert_int_equal(milter_ctx_post(&ctx, post_letter, "3"), 0);
+  assert_int_equal(milter_ctx_reply(&ctx, MILTER_CONTINUE), 0);
+  assert_string_equal(replies(), "c");
+  assert_non_null(ctx.msg); /* its slot is queued */
+  milter_poster_run(&poster);
+  assert_string_equal(posted, "123");
+  next_status['H'] = MILTER_CONTINUE;
+  assert_int_equal(milter_enc_helo(&in, "h2"), 0);
+  assert_int_equal(feed(), 0);
+  assert_string_equal(replies(), "c");
+  assert_null(ctx.msg); /* trimmed once the post ran */
+  poster_stop();
+}
+
 /* ---- PENDING and milter_ctx_post from another thread --------------------- */
 
 static milter_ctx *pend_ctx;
@@ -1247,11 +1427,7 @@ static void *worker(void *arg) {
 
 static void test_pending_post_thread(void **state) {
   (void)state;
-  uv_loop_t loop;
-  milter_poster poster;
-  assert_int_equal(uv_loop_init(&loop), 0);
-  assert_int_equal(milter_poster_init(&poster, &loop), 0);
-  env.poster = &poster;
+  poster_start();
   desc.cb.eom = f_eom_pending;
   start();
   neg(6, MILTER_ACT_ALL, ALLP);
@@ -1291,9 +1467,7 @@ static void test_pending_post_thread(void **state) {
   size_t n = strlen(events);
   assert_string_equal(events + n - 2, "AX");
   assert_string_equal(replies(), "");
-  milter_poster_close(&poster, NULL);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&loop), 0);
+  poster_stop();
 }
 
 int main(void) {
@@ -1321,6 +1495,9 @@ int main(void) {
       T(test_actions_state),
       T(test_skip),
       T(test_leadspc_and_eob_payload),
+      T(test_held_input),
+      T(test_held_input_limits),
+      T(test_post_slot),
       T(test_pending_post_thread),
       T(test_deferred_each_nr_kind),
       T(test_deferred_custom_reply_at_eom),
