@@ -39,6 +39,7 @@ typedef union conn_h {
   struct { /* before the handle exists: in a loop's inbox */
     int fd;
     int is_unix;
+    const char *peer; /* the server's shared peer text, or NULL */
   } pre;
 } conn_h;
 
@@ -63,8 +64,15 @@ typedef struct conn {
   unsigned pend : 1; /* counted in the loop's npending */
   size_t woff;       /* bytes of ctx.out already sent */
   milter_ctx ctx;
-  char peer[]; /* ctx.peer: the MTA's address, in the same block */
+  char peer[]; /* ctx.peer, in the same block (else a server peer_name) */
 } conn;
+
+/* A peer text shared by the conns of a unix listener ("unix:/path"),
+ * kept until the server is freed. */
+typedef struct peer_name {
+  struct peer_name *next;
+  char s[];
+} peer_name;
 
 /* One event loop and the connections on it.  Only its thread touches it,
  * except the fields marked otherwise. */
@@ -129,6 +137,7 @@ struct milter_server {
   int ready; /* READY=1 sent */
   int stopping;
   atomic_int closed; /* loop 0 closing: stop() is a no-op */
+  peer_name *peers; /* loop 0 */
 };
 
 /* A conn's loop, from its session's environment (a pointer less). */
@@ -576,13 +585,14 @@ static void on_wake(milter_ctx *ctx) {
 /* Loop L takes a conn whose fd is in c->h.pre: its handle, its session. */
 static void conn_start(mloop *L, conn *c) {
   int fd = c->h.pre.fd, is_unix = c->h.pre.is_unix;
+  const char *peer = c->h.pre.peer != NULL ? c->h.pre.peer : c->peer;
   if (!is_unix) {
     int one = 1; /* replies go out whole: no Nagle delay */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
   int rc = uv_poll_init_socket(L->loop, &c->h.poll, fd);
   if (rc < 0) {
-    milter_logf(&L->env, MILTER_LOG_ERROR, "%s: closing: %s", c->peer,
+    milter_logf(&L->env, MILTER_LOG_ERROR, "%s: closing: %s", peer,
                 uv_strerror(rc));
     close(fd);
     conn_count(L, -1);
@@ -591,7 +601,7 @@ static void conn_start(mloop *L, conn *c) {
   }
   c->h.handle.data = c;
   c->handles = 1;
-  milter_session_init(&c->ctx, &L->srv->desc, &L->env, c, c->peer);
+  milter_session_init(&c->ctx, &L->srv->desc, &L->env, c, peer);
   c->next = L->conns;
   if (L->conns != NULL)
     L->conns->prev = c;
@@ -627,6 +637,22 @@ static mloop *pick_loop(milter_server *srv) {
   return &srv->loops[best];
 }
 
+/* The server's copy of a unix peer text, or NULL (out of memory: the
+ * conn keeps its own). */
+static const char *peer_intern(milter_server *srv, const char *peer) {
+  for (peer_name *p = srv->peers; p != NULL; p = p->next)
+    if (strcmp(p->s, peer) == 0)
+      return p->s;
+  size_t n = strlen(peer) + 1;
+  peer_name *p = xmalloc(sizeof *p + n);
+  if (p == NULL)
+    return NULL;
+  memcpy(p->s, peer, n);
+  p->next = srv->peers;
+  srv->peers = p;
+  return p->s;
+}
+
 /* An accepted socket (listen.c, loop 0): a connection on the least busy
  * loop, or refused at once when max_connections are open (the MTA applies
  * its default action now rather than after its connect timeout). */
@@ -637,13 +663,17 @@ static int on_accepted(void *data, int fd, int is_unix, const char *peer) {
     close(fd);
     return MILTER_ACCEPT_REFUSED;
   }
-  size_t plen = strlen(peer) + 1;
+  /* Every conn of a unix listener has the same peer text: one copy. */
+  const char *shared = is_unix ? peer_intern(srv, peer) : NULL;
+  size_t plen = shared != NULL ? 0 : strlen(peer) + 1;
   conn *c = xcalloc(1, sizeof *c + plen);
   if (c == NULL) {
     close(fd);
     return -ENOMEM;
   }
-  memcpy(c->peer, peer, plen);
+  c->h.pre.peer = shared;
+  if (shared == NULL)
+    memcpy(c->peer, peer, plen);
   c->h.pre.fd = fd;
   c->h.pre.is_unix = is_unix;
   mloop *L = pick_loop(srv);
@@ -1105,6 +1135,11 @@ void milter_server_free(milter_server *srv) {
     loop_fini(&srv->loops[i]);
   }
   mf_notify_close(&srv->notify);
+  while (srv->peers != NULL) {
+    peer_name *p = srv->peers;
+    srv->peers = p->next;
+    free(p);
+  }
   free(srv->loops);
   free(srv);
 }
