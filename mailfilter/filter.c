@@ -36,6 +36,7 @@
 #include "mf_alloc.h"
 
 typedef struct fconn fconn;
+typedef struct fmsg fmsg;
 
 struct mf_filter {
   mf_opts opts;
@@ -52,35 +53,55 @@ struct mf_filter {
 
 enum { JOB_DECIDE = 0, JOB_RCPT = 1 };
 
-/* fconn.held: what end of message answers. */
+/* fmsg.held: what end of message answers. */
 enum {
   HELD_NONE = 0,
   HELD_VERDICT = 1, /* verdict(held_d) */
   HELD_LIMIT = 2    /* limit_st: a limit hit before a quiet decision */
 };
 
-struct fconn {
+/* A message, or a decision at CONNECT/HELO, while it runs: allocated by its
+ * first event and freed when it is over (ensure_msg, drop_msg), one
+ * allocation as the bare trx was.  Everything a decision in progress needs
+ * is here, not in the connection.  The job and the pointer posted back to
+ * the loop are this block's: it does not move while a reply is PENDING
+ * (no callback of the connection runs then). */
+struct fmsg {
+  mf_trx trx; /* its conn points into the fconn's strings (not owned) */
   mf_filter *f;
   milter_ctx *ctx;
-  /* A message's trx (or a CONNECT/HELO-stage decision's), allocated by
-   * its first event and freed when it is over (ensure_trx, drop_trx): an
-   * idle connection keeps only conn. */
-  mf_trx *trx;
-  mf_conn conn; /* the connection's data while trx is NULL (else trx->conn) */
   mf_job job;
-  int kind;
-  uint8_t event;    /* MILTER_CMD_* being decided */
-  uint8_t limit_st; /* HELD_LIMIT: the milter_status end of message gets */
-  mf_stage stage;   /* stage handed to decide() */
   _Atomic int result;
-  int decided;     /* this message's decision has run */
-  int held;        /* ...and its answer waits for end of message: HELD_* */
-  mf_decision held_d;
-  int conn_decided; /* CONNECT/HELO stage: the connection's decision ran */
-  int conn_held;    /* ...and DISCARD/QUARANTINE applies to each message */
-  mf_decision conn_d;
-  char *conn_reason;
-  int limit_logged;
+  mf_decision held_d;   /* HELD_VERDICT: the verdict end of message gives */
+  uint8_t event;        /* MILTER_CMD_* being decided */
+  uint8_t kind;         /* JOB_* */
+  uint8_t held;         /* HELD_*: the answer waits for end of message */
+  uint8_t limit_st;     /* HELD_LIMIT: the milter_status end of message gets */
+  uint8_t decided : 1;  /* this message's decision has run */
+  uint8_t limit_logged : 1;
+};
+
+/* fconn.flags */
+enum {
+  FC_DECIDED = 0x01,   /* CONNECT/HELO stage: the connection's decision ran */
+  FC_HELD = 0x02,      /* ...and DISCARD/QUARANTINE applies to each message */
+  FC_DISCARD = 0x04,   /* FC_HELD: DISCARD (else QUARANTINE) */
+  FC_HELO = 0x08,      /* a HELO name is known */
+  FC_HELO_HOST = 0x10, /* ...and it is the hostname: not stored twice */
+  FC_REASON = 0x20     /* FC_HELD QUARANTINE: its reason is stored */
+};
+
+/* What an idle connection keeps (ctx's data): one block, allocated by the
+ * first callback (CONNECT) and rebuilt when its strings change (fc_build).
+ * Its strings, NUL-terminated one after the other: the hostname, the
+ * address, the HELO name (FC_HELO and not FC_HELO_HOST), the quarantine
+ * reason of a connection-stage QUARANTINE (FC_REASON). */
+struct fconn {
+  fmsg *msg; /* the message in progress, NULL between messages */
+  uint16_t port;
+  char family;
+  uint8_t flags; /* FC_* */
+  char strs[];
 };
 
 /* ------------------------------------------------------------------------ */
@@ -133,12 +154,12 @@ static int add_names(mf_filter *f, const char *list) {
   return 0;
 }
 
-static void snapshot_macros(fconn *fc) {
-  mf_engine_clear_macros(fc->trx);
-  for (size_t i = 0; i < fc->f->nsnap; i++) {
-    const char *v = milter_ctx_macro(fc->ctx, fc->f->snap[i]);
+static void snapshot_macros(fmsg *m) {
+  mf_engine_clear_macros(&m->trx);
+  for (size_t i = 0; i < m->f->nsnap; i++) {
+    const char *v = milter_ctx_macro(m->ctx, m->f->snap[i]);
     if (v != NULL)
-      mf_engine_macro(fc->trx, fc->f->snap[i], v);
+      mf_engine_macro(&m->trx, m->f->snap[i], v);
   }
 }
 
@@ -148,70 +169,124 @@ static void snapshot_macros(fconn *fc) {
 
 static void complete_hook(mf_trx *trx, mf_decision d, void *arg);
 
-static fconn *get_fc(milter_ctx *ctx) {
-  fconn *fc = milter_ctx_get_data(ctx);
-  if (fc != NULL)
-    return fc;
-  fc = xcalloc(1, sizeof(*fc));
+/* fc's data as a trx's connection data: pointers into fc's strings. */
+static void conn_view(fconn *fc, mf_conn *c) {
+  c->hostname = fc->strs;
+  c->ip = c->hostname + strlen(c->hostname) + 1;
+  if (!(fc->flags & FC_HELO))
+    c->helo = NULL;
+  else if (fc->flags & FC_HELO_HOST)
+    c->helo = c->hostname;
+  else
+    c->helo = c->ip + strlen(c->ip) + 1;
+  c->family = fc->family;
+  c->port = fc->port;
+}
+
+/* The stored reason of a connection-stage QUARANTINE, or NULL. */
+static const char *conn_reason(fconn *fc) {
+  if (!(fc->flags & FC_REASON))
+    return NULL;
+  mf_conn c;
+  conn_view(fc, &c);
+  const char *last = c.helo != NULL && c.helo != c.hostname ? c.helo : c.ip;
+  return last + strlen(last) + 1;
+}
+
+static void put_str(char **p, const char *s, size_t len) {
+  if (len > 0)
+    memcpy(*p, s, len);
+  *p += len;
+}
+
+/* ctx's connection block with these strings (helo, reason: NULL for none;
+ * any of them may point into old), keeping old's message, family, port
+ * and connection-stage decision (old NULL: a new connection, all zero).
+ * The new block becomes ctx's data and old is freed.  NULL when out of
+ * memory: old is unchanged. */
+static fconn *fc_build(milter_ctx *ctx, fconn *old, const char *host,
+                       const char *ip, const char *helo,
+                       const char *reason) {
+  int helo_host = helo != NULL && strcmp(helo, host) == 0;
+  size_t hl = strlen(host) + 1, al = strlen(ip) + 1;
+  size_t el = helo != NULL && !helo_host ? strlen(helo) + 1 : 0;
+  size_t rl = reason != NULL ? strlen(reason) + 1 : 0;
+  fconn *fc = xmalloc(offsetof(fconn, strs) + hl + al + el + rl);
   if (fc == NULL)
     return NULL;
-  fc->f = milter_ctx_filter_data(ctx);
-  fc->ctx = ctx;
+  fc->msg = old != NULL ? old->msg : NULL;
+  fc->port = old != NULL ? old->port : 0;
+  fc->family = old != NULL ? old->family : 0;
+  fc->flags = old != NULL ? old->flags & (FC_DECIDED | FC_HELD | FC_DISCARD)
+                          : 0;
+  if (helo != NULL)
+    fc->flags |= helo_host ? FC_HELO | FC_HELO_HOST : FC_HELO;
+  if (reason != NULL)
+    fc->flags |= FC_REASON;
+  char *p = fc->strs;
+  put_str(&p, host, hl);
+  put_str(&p, ip, al);
+  put_str(&p, helo, el);
+  put_str(&p, reason, rl);
+  free(old);
   milter_ctx_set_data(ctx, fc);
+  if (fc->msg != NULL)
+    conn_view(fc, &fc->msg->trx.conn);
   return fc;
 }
 
-/* fc->trx, allocated if needed; it takes the connection's data over. */
-static int ensure_trx(fconn *fc) {
-  if (fc->trx != NULL)
-    return 0;
-  mf_trx *t = xmalloc(sizeof(*t));
-  if (t == NULL)
-    return MF_E_NOMEM;
-  mf_trx_init(t, &fc->f->opts);
-  mf_engine_set_complete_hook(t, complete_hook, fc);
-  mf_engine_set_negotiated(t, milter_ctx_actions(fc->ctx),
-                           milter_ctx_protocol(fc->ctx),
-                           milter_ctx_data_size(fc->ctx));
-  t->conn = fc->conn;
-  memset(&fc->conn, 0, sizeof(fc->conn));
-  fc->trx = t;
-  return 0;
+/* ctx's connection block, allocated empty if the MTA skipped CONNECT. */
+static fconn *get_fc(milter_ctx *ctx) {
+  fconn *fc = milter_ctx_get_data(ctx);
+  return fc != NULL ? fc : fc_build(ctx, NULL, "", "", NULL, NULL);
 }
 
-/* The message (or the connection-stage decision) is over: its trx goes,
- * the connection's data stays in fc. */
-static void drop_trx(fconn *fc) {
-  mf_trx *t = fc->trx;
-  if (t == NULL)
+/* fc->msg, allocated if needed. */
+static fmsg *ensure_msg(milter_ctx *ctx, fconn *fc) {
+  if (fc->msg != NULL)
+    return fc->msg;
+  fmsg *m = xmalloc(sizeof(*m));
+  if (m == NULL)
+    return NULL;
+  m->f = milter_ctx_filter_data(ctx);
+  m->ctx = ctx;
+  mf_trx_init(&m->trx, &m->f->opts);
+  mf_engine_set_complete_hook(&m->trx, complete_hook, m);
+  mf_engine_set_negotiated(&m->trx, milter_ctx_actions(ctx),
+                           milter_ctx_protocol(ctx),
+                           milter_ctx_data_size(ctx));
+  conn_view(fc, &m->trx.conn);
+  m->job = (mf_job){0};
+  atomic_init(&m->result, 0);
+  m->held_d = MF_ACCEPT;
+  m->event = m->kind = m->held = m->limit_st = 0;
+  m->decided = m->limit_logged = 0;
+  fc->msg = m;
+  return m;
+}
+
+/* The message (or the connection-stage decision) is over: it goes, the
+ * connection's block stays. */
+static void drop_msg(milter_ctx *ctx) {
+  fconn *fc = milter_ctx_get_data(ctx);
+  if (fc == NULL || fc->msg == NULL)
     return;
-  fc->conn = t->conn;
-  memset(&t->conn, 0, sizeof(t->conn));
-  mf_trx_fini(t);
-  free(t);
-  fc->trx = NULL;
+  fmsg *m = fc->msg;
+  memset(&m->trx.conn, 0, sizeof(m->trx.conn)); /* fc's strings */
+  mf_trx_fini(&m->trx);
+  free(m);
+  fc->msg = NULL;
 }
 
-static mf_conn *conn_of(fconn *fc) {
-  return fc->trx != NULL ? &fc->trx->conn : &fc->conn;
+/* The message of an event of a message, with its connection in *fcp;
+ * NULL when out of memory (no_trx() answers). */
+static fmsg *get_msg(milter_ctx *ctx, fconn **fcp) {
+  fconn *fc = *fcp = get_fc(ctx);
+  return fc != NULL ? ensure_msg(ctx, fc) : NULL;
 }
 
-/* fc with its trx for an event of a message; NULL when out of memory
- * (no_trx() answers). */
-static fconn *get_msg_fc(milter_ctx *ctx) {
-  fconn *fc = get_fc(ctx);
-  return fc != NULL && ensure_trx(fc) == 0 ? fc : NULL;
-}
-
-static void msg_reset(fconn *fc) {
-  drop_trx(fc);
-  fc->decided = 0;
-  fc->held = HELD_NONE;
-  fc->limit_logged = 0;
-}
-
-static const char *qid(const fconn *fc) {
-  const char *q = milter_ctx_macro(fc->ctx, "i");
+static const char *qid(const milter_ctx *ctx) {
+  const char *q = milter_ctx_macro(ctx, "i");
   return q && q[0] ? q : "-";
 }
 
@@ -230,36 +305,36 @@ static milter_status from_action(mf_action_kind k) {
   }
 }
 
-static milter_status on_failure(fconn *fc, const char *why) {
-  milter_ctx_log(fc->ctx, MILTER_LOG_ERROR, "queue id %s: %s", qid(fc), why);
-  milter_status st = from_action(fc->f->opts.on_error);
+static milter_status on_failure(milter_ctx *ctx, const char *why) {
+  const mf_filter *f = milter_ctx_filter_data(ctx);
+  milter_ctx_log(ctx, MILTER_LOG_ERROR, "queue id %s: %s", qid(ctx), why);
+  milter_status st = from_action(f->opts.on_error);
   if (st == MILTER_TEMPFAIL)
-    milter_ctx_setreply(fc->ctx, "451", "4.3.0",
+    milter_ctx_setreply(ctx, "451", "4.3.0",
                         "Temporary failure in the mail filter");
   return st;
 }
 
 static milter_status no_trx(milter_ctx *ctx) {
-  fconn *fc = milter_ctx_get_data(ctx);
-  if (fc == NULL) {
+  if (milter_ctx_get_data(ctx) == NULL) {
     milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for a connection");
     return MILTER_TEMPFAIL;
   }
-  return on_failure(fc, "out of memory");
+  return on_failure(ctx, "out of memory");
 }
 
-static void set_user_reply(fconn *fc, mf_decision d) {
-  const char *rc = mf_engine_reply_rcode(fc->trx);
+static void set_user_reply(fmsg *m, mf_decision d) {
+  const char *rc = mf_engine_reply_rcode(&m->trx);
   if (rc == NULL)
     return;
   if ((d == MF_REJECT && rc[0] == '5') || (d == MF_TEMPFAIL && rc[0] == '4'))
-    milter_ctx_setreply(fc->ctx, rc, mf_engine_reply_xcode(fc->trx),
-                        mf_engine_reply_text(fc->trx));
+    milter_ctx_setreply(m->ctx, rc, mf_engine_reply_xcode(&m->trx),
+                        mf_engine_reply_text(&m->trx));
   else
-    milter_ctx_log(fc->ctx, MILTER_LOG_WARNING,
+    milter_ctx_log(m->ctx, MILTER_LOG_WARNING,
                    "queue id %s: reply %s does not match the decision; "
                    "plain reply sent",
-                   qid(fc), rc);
+                   qid(m->ctx), rc);
 }
 
 /* Returns core's MILTER_E_* code as is (mf_engine_replbody passes it on). */
@@ -269,17 +344,17 @@ static int body_piece(void *arg, const void *p, size_t n) {
 
 /* End of message with verdict d (ACCEPT or QUARANTINE): queue the actions,
  * return the final status. */
-static milter_status send_actions(fconn *fc, mf_decision d) {
+static milter_status send_actions(fmsg *m, mf_decision d) {
   milter_action *a = NULL;
   size_t n = 0;
-  int rc = mf_engine_actions(fc->trx, d, MF_ENGINE_BODY_REF, &a, &n);
+  int rc = mf_engine_actions(&m->trx, d, MF_ENGINE_BODY_REF, &a, &n);
   if (rc != 0) {
     char why[400];
     snprintf(why, sizeof(why), "cannot apply the changes: %s",
-             mf_engine_last_error(fc->trx));
-    return on_failure(fc, why);
+             mf_engine_last_error(&m->trx));
+    return on_failure(m->ctx, why);
   }
-  milter_ctx *ctx = fc->ctx;
+  milter_ctx *ctx = m->ctx;
   for (size_t i = 0; i < n && rc == 0; i++) {
     milter_action *x = &a[i];
     switch (x->type) {
@@ -311,7 +386,7 @@ static milter_status send_actions(fconn *fc, mf_decision d) {
       if (x->body_len == 0)
         rc = milter_ctx_replacebody(ctx, "", 0);
       else
-        rc = mf_engine_replbody(fc->trx, milter_ctx_data_size(ctx),
+        rc = mf_engine_replbody(&m->trx, milter_ctx_data_size(ctx),
                                 body_piece, ctx);
       break;
     }
@@ -323,13 +398,13 @@ static milter_status send_actions(fconn *fc, mf_decision d) {
     char why[400];
     if (rc == MF_E_IO) /* reading the replacement body back */
       snprintf(why, sizeof(why), "cannot send the changes: %s",
-               mf_engine_last_error(fc->trx));
+               mf_engine_last_error(&m->trx));
     else if (rc == MF_E_NOMEM)
       snprintf(why, sizeof(why), "cannot send the changes: out of memory");
     else
       snprintf(why, sizeof(why), "cannot queue a milter action: %s",
                milter_strerror(rc));
-    return on_failure(fc, why);
+    return on_failure(m->ctx, why);
   }
   return MILTER_ACCEPT;
 }
@@ -340,32 +415,44 @@ static int is_conn_event(uint8_t ev) {
 
 /* The decision runs at end of headers and the MTA waits for no reply there
  * (NR_EOH): its verdict is given at end of message, the next reply due. */
-static int eoh_quiet(const fconn *fc) {
-  return fc->event == MILTER_CMD_EOH &&
-         (milter_ctx_protocol(fc->ctx) & MILTER_P_NR_EOH) != 0;
+static int eoh_quiet(const fmsg *m) {
+  return m->event == MILTER_CMD_EOH &&
+         (milter_ctx_protocol(m->ctx) & MILTER_P_NR_EOH) != 0;
 }
 
-/* The decision d of the decision function, at event fc->event. */
-static milter_status verdict(fconn *fc, mf_decision d) {
-  if (eoh_quiet(fc)) {
+/* A DISCARD or QUARANTINE at CONNECT/HELO: it applies to every message of
+ * the connection.  The reason goes into the connection's block (out of
+ * memory: the default reason, "quarantined"). */
+static void hold_conn(fmsg *m, mf_decision d) {
+  fconn *fc = milter_ctx_get_data(m->ctx);
+  fc->flags |= FC_HELD;
+  if (d == MF_DISCARD) {
+    fc->flags |= FC_DISCARD;
+    return;
+  }
+  const mf_conn *c = &m->trx.conn;
+  (void)fc_build(m->ctx, fc, c->hostname, c->ip, c->helo,
+                 mf_engine_quarantine_reason(&m->trx));
+}
+
+/* The decision d of the decision function, at event m->event. */
+static milter_status verdict(fmsg *m, mf_decision d) {
+  if (eoh_quiet(m)) {
     /* Every verdict, REJECT and ACCEPT included, waits for end of message:
-     * cb_eom gives it with fc->event EOB. */
-    fc->held = HELD_VERDICT;
-    fc->held_d = d;
+     * cb_eom gives it with m->event EOB. */
+    m->held = HELD_VERDICT;
+    m->held_d = d;
     return MILTER_NOREPLY;
   }
   switch (d) {
   case MF_REJECT:
   case MF_TEMPFAIL:
-    set_user_reply(fc, d);
+    set_user_reply(m, d);
     return d == MF_REJECT ? MILTER_REJECT : MILTER_TEMPFAIL;
   case MF_DISCARD:
   case MF_QUARANTINE:
-    if (is_conn_event(fc->event)) {
-      fc->conn_held = 1;
-      fc->conn_d = d;
-      free(fc->conn_reason);
-      fc->conn_reason = xstrdup(mf_engine_quarantine_reason(fc->trx));
+    if (is_conn_event(m->event)) {
+      hold_conn(m, d);
       return MILTER_CONTINUE;
     }
     if (d == MF_DISCARD)
@@ -373,36 +460,36 @@ static milter_status verdict(fconn *fc, mf_decision d) {
     /* quarantine is an end-of-message action, as an accept with changes */
     __attribute__((fallthrough));
   case MF_ACCEPT:
-    if (is_conn_event(fc->event))
+    if (is_conn_event(m->event))
       return MILTER_ACCEPT;
-    if (fc->event == MILTER_CMD_EOB)
-      return send_actions(fc, d);
-    if (d == MF_ACCEPT && !mf_engine_has_changes(fc->trx))
+    if (m->event == MILTER_CMD_EOB)
+      return send_actions(m, d);
+    if (d == MF_ACCEPT && !mf_engine_has_changes(&m->trx))
       return MILTER_ACCEPT;
-    fc->held = HELD_VERDICT; /* modifications only at end of message */
-    fc->held_d = d;
+    m->held = HELD_VERDICT; /* modifications only at end of message */
+    m->held_d = d;
     return MILTER_CONTINUE;
   case MF_FAIL:
   default: {
-    const char *e = mf_engine_last_error(fc->trx);
+    const char *e = mf_engine_last_error(&m->trx);
     char why[400];
     snprintf(why, sizeof(why), "the decision function failed%s%s%s",
              e[0] ? " (last error: " : "", e, e[0] ? ")" : "");
-    return on_failure(fc, why);
+    return on_failure(m->ctx, why);
   }
   }
 }
 
-static milter_status rcpt_verdict(fconn *fc, mf_decision d) {
+static milter_status rcpt_verdict(fmsg *m, mf_decision d) {
   milter_status st = MILTER_CONTINUE;
   switch (d) {
   case MF_REJECT:
   case MF_TEMPFAIL:
-    set_user_reply(fc, d);
+    set_user_reply(m, d);
     st = d == MF_REJECT ? MILTER_REJECT : MILTER_TEMPFAIL;
     break;
   case MF_FAIL:
-    st = on_failure(fc, "the recipient validator failed");
+    st = on_failure(m->ctx, "the recipient validator failed");
     if (st == MILTER_ACCEPT)
       st = MILTER_CONTINUE; /* ACCEPT at RCPT would accept the message */
     break;
@@ -410,9 +497,9 @@ static milter_status rcpt_verdict(fconn *fc, mf_decision d) {
     break; /* ACCEPT, and nonsense like DISCARD: keep the recipient */
   }
   if (st == MILTER_REJECT || st == MILTER_TEMPFAIL)
-    mf_engine_rcpt_drop_last(fc->trx);
+    mf_engine_rcpt_drop_last(&m->trx);
   /* The reply was for this recipient only. */
-  mf_engine_clear_reply(fc->trx);
+  mf_engine_clear_reply(&m->trx);
   return st;
 }
 
@@ -429,47 +516,47 @@ static const char *decision_name(mf_decision d) {
 }
 
 static void on_done(milter_ctx *ctx, void *arg) {
-  fconn *fc = arg;
-  mf_decision d = (mf_decision)atomic_load(&fc->result);
+  fmsg *m = arg;
+  mf_decision d = (mf_decision)atomic_load(&m->result);
   if (milter_ctx_closed(ctx)) {
     /* The MTA gave up waiting (its timeout; the server logged it): no
      * verdict to compute or send.  The reply releases the transaction. */
     milter_ctx_log(ctx, MILTER_LOG_INFO,
                    "queue id %s: decision %s dropped: the MTA has left",
-                   qid(fc), decision_name(d));
+                   qid(ctx), decision_name(d));
     milter_ctx_reply(ctx, MILTER_TEMPFAIL);
     return;
   }
   milter_status st =
-      fc->kind == JOB_RCPT ? rcpt_verdict(fc, d) : verdict(fc, d);
+      m->kind == JOB_RCPT ? rcpt_verdict(m, d) : verdict(m, d);
   /* The answer is complete (actions and reply are core's copies). */
-  if (fc->kind == JOB_DECIDE &&
-      (is_conn_event(fc->event) || fc->event == MILTER_CMD_EOB))
-    drop_trx(fc);
+  if (m->kind == JOB_DECIDE &&
+      (is_conn_event(m->event) || m->event == MILTER_CMD_EOB))
+    drop_msg(ctx);
   milter_ctx_reply(ctx, st);
 }
 
 static void complete_hook(mf_trx *trx, mf_decision d, void *arg) {
   (void)trx;
-  fconn *fc = arg;
-  atomic_store(&fc->result, (int)d);
-  milter_ctx_post(fc->ctx, on_done, fc);
+  fmsg *m = arg;
+  atomic_store(&m->result, (int)d);
+  milter_ctx_post(m->ctx, on_done, m);
 }
 
-static mf_decision run_user(fconn *fc) {
-  mf_filter *f = fc->f;
-  if (fc->kind == JOB_RCPT)
-    return mf_engine_validate_rcpt(fc->trx, f->opts.validate_rcpt, f->ud);
-  return mf_engine_decide(fc->trx, fc->stage, f->decide, f->ud);
+static mf_decision run_user(fmsg *m) {
+  mf_filter *f = m->f;
+  if (m->kind == JOB_RCPT)
+    return mf_engine_validate_rcpt(&m->trx, f->opts.validate_rcpt, f->ud);
+  return mf_engine_decide(&m->trx, f->opts.stage, f->decide, f->ud);
 }
 
-static fconn *fc_of_job(mf_job *job);
+static fmsg *msg_of_job(mf_job *job);
 
 static void job_fn(mf_job *job) {
-  fconn *fc = fc_of_job(job);
-  mf_decision d = run_user(fc);
+  fmsg *m = msg_of_job(job);
+  mf_decision d = run_user(m);
   if (d != MF_PENDING)
-    complete_hook(fc->trx, d, fc);
+    complete_hook(&m->trx, d, m);
 }
 
 /* Hand-off to the pool in batches.  A loop thread collects the decisions
@@ -485,8 +572,8 @@ typedef struct job_batch {
 } job_batch;
 static _Thread_local job_batch batch;
 
-static fconn *fc_of_job(mf_job *job) {
-  return (fconn *)((char *)job - offsetof(fconn, job));
+static fmsg *msg_of_job(mf_job *job) {
+  return (fmsg *)((char *)job - offsetof(fmsg, job));
 }
 
 static void flush_batch(milter_ctx *ctx, void *arg) {
@@ -498,46 +585,46 @@ static void flush_batch(milter_ctx *ctx, void *arg) {
     return;
   for (mf_job *j = b.head, *next; j != NULL; j = next) {
     next = j->next;
-    fconn *fc = fc_of_job(j);
-    milter_ctx_reply(fc->ctx, on_failure(fc, "worker pool is shutting down"));
+    fmsg *m = msg_of_job(j);
+    milter_ctx_reply(m->ctx, on_failure(m->ctx, "worker pool is shutting down"));
   }
 }
 
-/* Queue fc's job; 0 or MF_E_STATE (the pool is shutting down). */
-static int queue_job(fconn *fc) {
-  mf_pool *pool = fc->f->pool;
-  fc->job.fn = job_fn;
-  fc->job.next = NULL;
+/* Queue m's job; 0 or MF_E_STATE (the pool is shutting down). */
+static int queue_job(fmsg *m) {
+  mf_pool *pool = m->f->pool;
+  m->job.fn = job_fn;
+  m->job.next = NULL;
   if (batch.head != NULL && batch.pool == pool) {
-    batch.tail->next = &fc->job;
-    batch.tail = &fc->job;
+    batch.tail->next = &m->job;
+    batch.tail = &m->job;
     return 0;
   }
   /* The first of a batch: its ctx carries the flush (its reply is
    * PENDING from our return until the worker's result is posted, which
    * cannot happen before the flush ran). */
   if (batch.head != NULL ||
-      milter_ctx_post(fc->ctx, flush_batch, NULL) != 0)
-    return mf_pool_push(pool, &fc->job); /* no batch: at once */
+      milter_ctx_post(m->ctx, flush_batch, NULL) != 0)
+    return mf_pool_push(pool, &m->job); /* no batch: at once */
   batch.pool = pool;
-  batch.head = batch.tail = &fc->job;
+  batch.head = batch.tail = &m->job;
   return 0;
 }
 
 /* Limits hit before the decision: the configured action, or on to the
  * decision (TRUNCATE). */
-static int limit_status(fconn *fc, milter_status *st) {
-  int lim = mf_engine_limit_hit(fc->trx);
+static int limit_status(fmsg *m, milter_status *st) {
+  int lim = mf_engine_limit_hit(&m->trx);
   if (lim == 0)
     return 0;
-  const mf_opts *o = &fc->f->opts;
+  const mf_opts *o = &m->f->opts;
   mf_action_kind k = lim == 1   ? o->header_limit
                      : lim == 2 ? o->body_limit
                                 : o->rcpt_limit;
   const char *what = lim == 1 ? "header" : lim == 2 ? "body" : "recipients";
-  milter_ctx_log(fc->ctx, MILTER_LOG_WARNING,
-                 "queue id %s: %s over the limit (%s): %s", qid(fc), what,
-                 mf_engine_last_error(fc->trx),
+  milter_ctx_log(m->ctx, MILTER_LOG_WARNING,
+                 "queue id %s: %s over the limit (%s): %s", qid(m->ctx), what,
+                 mf_engine_last_error(&m->trx),
                  k == MF_DO_TRUNCATE ? "truncated"
                  : k == MF_DO_ACCEPT ? "accepted unchanged"
                  : k == MF_DO_CLOSE  ? "closing"
@@ -554,9 +641,9 @@ static int limit_status(fconn *fc, milter_status *st) {
     return 1;
   case MF_DO_REJECT:
     if (lim == 3)
-      milter_ctx_setreply(fc->ctx, "550", "5.5.3", "Too many recipients");
+      milter_ctx_setreply(m->ctx, "550", "5.5.3", "Too many recipients");
     else
-      milter_ctx_setreply(fc->ctx, "552", "5.3.4",
+      milter_ctx_setreply(m->ctx, "552", "5.3.4",
                           lim == 1 ? "Message header too large"
                                    : "Message size exceeds fixed limit");
     *st = MILTER_REJECT;
@@ -564,43 +651,39 @@ static int limit_status(fconn *fc, milter_status *st) {
   case MF_DO_TEMPFAIL:
   default:
     if (lim == 3)
-      milter_ctx_setreply(fc->ctx, "452", "4.5.3", "Too many recipients");
+      milter_ctx_setreply(m->ctx, "452", "4.5.3", "Too many recipients");
     else
-      milter_ctx_setreply(fc->ctx, "452", "4.3.4",
+      milter_ctx_setreply(m->ctx, "452", "4.3.4",
                           "Message too large for the mail filter");
     *st = MILTER_TEMPFAIL;
     return 1;
   }
 }
 
-static milter_status start(fconn *fc, uint8_t event, int kind) {
-  mf_filter *f = fc->f;
-  fc->event = event;
-  fc->kind = kind;
-  fc->stage = f->opts.stage;
-  if (kind == JOB_DECIDE) {
-    if (is_conn_event(event))
-      fc->conn_decided = 1;
-    else
-      fc->decided = 1;
+static milter_status start(fmsg *m, uint8_t event, int kind) {
+  mf_filter *f = m->f;
+  m->event = event;
+  m->kind = (uint8_t)kind;
+  if (kind == JOB_DECIDE && !is_conn_event(event)) {
+    m->decided = 1;
     milter_status st;
-    if (!is_conn_event(event) && limit_status(fc, &st)) {
-      if (st == MILTER_CLOSE || !eoh_quiet(fc))
+    if (limit_status(m, &st)) {
+      if (st == MILTER_CLOSE || !eoh_quiet(m))
         return st;
-      fc->held = HELD_LIMIT; /* answered at end of message (reply kept) */
-      fc->limit_st = (uint8_t)st;
+      m->held = HELD_LIMIT; /* answered at end of message (reply kept) */
+      m->limit_st = (uint8_t)st;
       return MILTER_NOREPLY;
     }
   }
-  snapshot_macros(fc);
+  snapshot_macros(m);
   if (f->opts.flags & MF_OPT_NONBLOCKING) {
-    mf_decision d = run_user(fc);
+    mf_decision d = run_user(m);
     if (d == MF_PENDING)
       return MILTER_PENDING;
-    return kind == JOB_RCPT ? rcpt_verdict(fc, d) : verdict(fc, d);
+    return kind == JOB_RCPT ? rcpt_verdict(m, d) : verdict(m, d);
   }
-  if (queue_job(fc) != 0)
-    return on_failure(fc, "worker pool is shutting down");
+  if (queue_job(m) != 0)
+    return on_failure(m->ctx, "worker pool is shutting down");
   return MILTER_PENDING;
 }
 
@@ -608,32 +691,43 @@ static milter_status start(fconn *fc, uint8_t event, int kind) {
 /* Core callbacks                                                           */
 /* ------------------------------------------------------------------------ */
 
-/* A decision at CONNECT or HELO: its trx lives as long as it runs. */
-static milter_status conn_decide(fconn *fc, uint8_t event) {
-  if (ensure_trx(fc) != 0)
-    return on_failure(fc, "out of memory");
-  milter_status st = start(fc, event, JOB_DECIDE);
+/* A decision at CONNECT or HELO: its fmsg lives as long as it runs. */
+static milter_status conn_decide(milter_ctx *ctx, fconn *fc, uint8_t event) {
+  fmsg *m = ensure_msg(ctx, fc);
+  if (m == NULL)
+    return on_failure(ctx, "out of memory");
+  fc->flags |= FC_DECIDED;
+  milter_status st = start(m, event, JOB_DECIDE);
   if (st != MILTER_PENDING)
-    drop_trx(fc);
+    drop_msg(ctx); /* fc may have moved (hold_conn) */
   return st;
 }
 
 static milter_status cb_connect(milter_ctx *ctx, const milter_connect_info *ci) {
-  fconn *fc = get_fc(ctx);
-  if (fc == NULL) {
+  fconn *old = milter_ctx_get_data(ctx);
+  const char *helo = NULL;
+  if (old != NULL) { /* a second CONNECT: a new connection, the HELO kept */
+    drop_msg(ctx);
+    mf_conn c;
+    conn_view(old, &c);
+    helo = c.helo;
+  }
+  fconn *fc = fc_build(ctx, old, ci->hostname != NULL ? ci->hostname : "",
+                       ci->address != NULL ? ci->address : "", helo, NULL);
+  if (fc == NULL && old == NULL) {
     milter_ctx_log(ctx, MILTER_LOG_ERROR, "out of memory for a connection");
     return MILTER_TEMPFAIL;
   }
-  msg_reset(fc);
-  mf_conn_free(&fc->conn);
-  fc->conn_decided = fc->conn_held = 0;
-  free(fc->conn_reason);
-  fc->conn_reason = NULL;
-  if (mf_conn_connect(&fc->conn, ci->hostname, ci->family, ci->port,
-                      ci->address) != 0)
-    return on_failure(fc, "out of memory");
-  if (fc->f->opts.stage == MF_STAGE_CONNECT)
-    return conn_decide(fc, MILTER_CMD_CONNECT);
+  if (fc == NULL) {
+    old->flags &= (uint8_t)~(FC_DECIDED | FC_HELD | FC_DISCARD | FC_REASON);
+    return on_failure(ctx, "out of memory");
+  }
+  fc->flags &= (uint8_t)~(FC_DECIDED | FC_HELD | FC_DISCARD);
+  fc->family = ci->family;
+  fc->port = ci->port;
+  if (((mf_filter *)milter_ctx_filter_data(ctx))->opts.stage ==
+      MF_STAGE_CONNECT)
+    return conn_decide(ctx, fc, MILTER_CMD_CONNECT);
   return MILTER_NOREPLY;
 }
 
@@ -641,10 +735,19 @@ static milter_status cb_helo(milter_ctx *ctx, const char *helo) {
   fconn *fc = get_fc(ctx);
   if (fc == NULL)
     return MILTER_TEMPFAIL;
-  if (helo == NULL || mf_conn_helo(conn_of(fc), helo) != 0)
-    return on_failure(fc, "out of memory");
-  if (fc->f->opts.stage == MF_STAGE_HELO && !fc->conn_decided)
-    return conn_decide(fc, MILTER_CMD_HELO);
+  if (helo == NULL)
+    return on_failure(ctx, "out of memory");
+  mf_conn c;
+  conn_view(fc, &c);
+  /* The same name again (Postfix repeats HELO after STARTTLS): kept. */
+  if ((c.helo == NULL || strcmp(c.helo, helo) != 0) &&
+      (fc = fc_build(ctx, fc, c.hostname, c.ip, helo, conn_reason(fc))) ==
+          NULL)
+    return on_failure(ctx, "out of memory");
+  if (((mf_filter *)milter_ctx_filter_data(ctx))->opts.stage ==
+          MF_STAGE_HELO &&
+      !(fc->flags & FC_DECIDED))
+    return conn_decide(ctx, fc, MILTER_CMD_HELO);
   return MILTER_NOREPLY;
 }
 
@@ -653,136 +756,140 @@ static milter_status cb_envfrom(milter_ctx *ctx, size_t argc,
   fconn *fc = get_fc(ctx);
   if (fc == NULL)
     return MILTER_TEMPFAIL;
-  msg_reset(fc);
-  if (ensure_trx(fc) != 0)
-    return on_failure(fc, "out of memory");
-  int rc = mf_engine_mail(fc->trx, argc, argv);
+  drop_msg(ctx); /* a message not ended by end of message or ABORT */
+  fmsg *m = ensure_msg(ctx, fc);
+  if (m == NULL)
+    return on_failure(ctx, "out of memory");
+  int rc = mf_engine_mail(&m->trx, argc, argv);
   if (rc == MF_E_NOMEM)
-    return on_failure(fc, "out of memory");
+    return on_failure(ctx, "out of memory");
   if (rc != 0)
     milter_ctx_log(ctx, MILTER_LOG_INFO, "%s (kept as text)",
-                   mf_engine_last_error(fc->trx));
-  if (fc->f->opts.stage == MF_STAGE_MAIL && !fc->conn_held)
-    return start(fc, MILTER_CMD_MAIL, JOB_DECIDE);
+                   mf_engine_last_error(&m->trx));
+  if (m->f->opts.stage == MF_STAGE_MAIL && !(fc->flags & FC_HELD))
+    return start(m, MILTER_CMD_MAIL, JOB_DECIDE);
   return MILTER_NOREPLY;
 }
 
 static milter_status cb_envrcpt(milter_ctx *ctx, size_t argc,
                                 const char *const *argv) {
-  fconn *fc = get_msg_fc(ctx);
-  if (fc == NULL)
+  fconn *fc;
+  fmsg *m = get_msg(ctx, &fc);
+  if (m == NULL)
     return no_trx(ctx);
-  int rc = mf_engine_rcpt(fc->trx, argc, argv);
+  int rc = mf_engine_rcpt(&m->trx, argc, argv);
   if (rc == MF_E_NOMEM)
-    return on_failure(fc, "out of memory");
+    return on_failure(ctx, "out of memory");
   if (rc == MF_E_LIMIT)
     return MILTER_NOREPLY; /* acted upon at the decision */
   if (rc != 0)
     milter_ctx_log(ctx, MILTER_LOG_INFO, "%s (kept as text)",
-                   mf_engine_last_error(fc->trx));
-  if (fc->f->opts.validate_rcpt != NULL && !fc->decided && !fc->conn_held)
-    return start(fc, MILTER_CMD_RCPT, JOB_RCPT);
+                   mf_engine_last_error(&m->trx));
+  if (m->f->opts.validate_rcpt != NULL && !m->decided &&
+      !(fc->flags & FC_HELD))
+    return start(m, MILTER_CMD_RCPT, JOB_RCPT);
   return MILTER_NOREPLY;
 }
 
 static milter_status cb_data(milter_ctx *ctx) {
-  fconn *fc = get_msg_fc(ctx);
-  if (fc == NULL)
+  fconn *fc;
+  fmsg *m = get_msg(ctx, &fc);
+  if (m == NULL)
     return no_trx(ctx);
-  mf_stage s = fc->f->opts.stage;
-  if ((s == MF_STAGE_RCPT || s == MF_STAGE_DATA) && !fc->decided &&
-      !fc->conn_held)
-    return start(fc, MILTER_CMD_DATA, JOB_DECIDE);
+  mf_stage s = m->f->opts.stage;
+  if ((s == MF_STAGE_RCPT || s == MF_STAGE_DATA) && !m->decided &&
+      !(fc->flags & FC_HELD))
+    return start(m, MILTER_CMD_DATA, JOB_DECIDE);
   return MILTER_NOREPLY;
 }
 
 static milter_status cb_header(milter_ctx *ctx, const char *name,
                                const char *value) {
-  fconn *fc = get_msg_fc(ctx);
-  if (fc == NULL)
+  fconn *fc;
+  fmsg *m = get_msg(ctx, &fc);
+  if (m == NULL)
     return no_trx(ctx);
-  if (fc->decided || fc->conn_held)
+  if (m->decided || (fc->flags & FC_HELD))
     return MILTER_NOREPLY;
   int lead = (milter_ctx_protocol(ctx) & MILTER_P_HDR_LEADSPC) != 0;
-  int rc = mf_engine_header(fc->trx, name, value, strlen(value), lead);
+  int rc = mf_engine_header(&m->trx, name, value, strlen(value), lead);
   if (rc == MF_E_NOMEM)
-    return on_failure(fc, "out of memory");
+    return on_failure(ctx, "out of memory");
   if (rc != 0 && rc != MF_E_LIMIT)
     milter_ctx_log(ctx, MILTER_LOG_WARNING, "queue id %s: %s (field dropped)",
-                   qid(fc), mf_engine_last_error(fc->trx));
+                   qid(ctx), mf_engine_last_error(&m->trx));
   return MILTER_NOREPLY;
 }
 
 static milter_status cb_eoh(milter_ctx *ctx) {
-  fconn *fc = get_msg_fc(ctx);
-  if (fc == NULL)
+  fconn *fc;
+  fmsg *m = get_msg(ctx, &fc);
+  if (m == NULL)
     return no_trx(ctx);
-  mf_engine_eoh(fc->trx);
+  mf_engine_eoh(&m->trx);
   /* EOH decides; so do RCPT/DATA with an MTA too old to send DATA. */
-  if (!fc->decided && !fc->conn_held && fc->f->opts.stage >= MF_STAGE_MAIL &&
-      fc->f->opts.stage <= MF_STAGE_EOH)
-    return start(fc, MILTER_CMD_EOH, JOB_DECIDE);
+  if (!m->decided && !(fc->flags & FC_HELD) &&
+      m->f->opts.stage >= MF_STAGE_MAIL && m->f->opts.stage <= MF_STAGE_EOH)
+    return start(m, MILTER_CMD_EOH, JOB_DECIDE);
   return MILTER_NOREPLY;
 }
 
 static milter_status cb_body(milter_ctx *ctx, const uint8_t *chunk,
                              size_t len) {
-  fconn *fc = get_msg_fc(ctx);
-  if (fc == NULL)
+  fconn *fc;
+  fmsg *m = get_msg(ctx, &fc);
+  if (m == NULL)
     return no_trx(ctx);
-  if (fc->decided || fc->conn_held)
+  if (m->decided || (fc->flags & FC_HELD))
     return MILTER_NOREPLY;
-  int rc = mf_engine_body(fc->trx, chunk, len);
-  if (rc != 0 && rc != MF_E_LIMIT && !fc->limit_logged) {
-    fc->limit_logged = 1;
-    return on_failure(fc, mf_engine_last_error(fc->trx));
+  int rc = mf_engine_body(&m->trx, chunk, len);
+  if (rc != 0 && rc != MF_E_LIMIT && !m->limit_logged) {
+    m->limit_logged = 1;
+    return on_failure(ctx, mf_engine_last_error(&m->trx));
   }
   return MILTER_NOREPLY;
 }
 
-static milter_status eom_status(fconn *fc) {
-  milter_ctx *ctx = fc->ctx;
-  fc->event = MILTER_CMD_EOB;
-  if (fc->conn_held) {
-    if (fc->conn_d == MF_DISCARD)
+static milter_status eom_status(fconn *fc, fmsg *m) {
+  milter_ctx *ctx = m->ctx;
+  m->event = MILTER_CMD_EOB;
+  if (fc->flags & FC_HELD) {
+    if (fc->flags & FC_DISCARD)
       return MILTER_DISCARD;
-    if (milter_ctx_quarantine(ctx, fc->conn_reason ? fc->conn_reason
-                                                   : "quarantined") != 0)
-      return on_failure(fc, "cannot quarantine");
+    const char *reason = conn_reason(fc);
+    if (milter_ctx_quarantine(ctx, reason ? reason : "quarantined") != 0)
+      return on_failure(ctx, "cannot quarantine");
     return MILTER_ACCEPT;
   }
-  if (fc->held == HELD_LIMIT)
-    return (milter_status)fc->limit_st;
-  if (fc->held == HELD_VERDICT)
-    return verdict(fc, fc->held_d);
-  if (!fc->decided)
-    return start(fc, MILTER_CMD_EOB, JOB_DECIDE);
+  if (m->held == HELD_LIMIT)
+    return (milter_status)m->limit_st;
+  if (m->held == HELD_VERDICT)
+    return verdict(m, m->held_d);
+  if (!m->decided)
+    return start(m, MILTER_CMD_EOB, JOB_DECIDE);
   return MILTER_CONTINUE;
 }
 
 static milter_status cb_eom(milter_ctx *ctx) {
-  fconn *fc = get_msg_fc(ctx);
-  if (fc == NULL)
+  fconn *fc;
+  fmsg *m = get_msg(ctx, &fc);
+  if (m == NULL)
     return no_trx(ctx);
-  milter_status st = eom_status(fc);
+  milter_status st = eom_status(fc, m);
   if (st != MILTER_PENDING)
-    drop_trx(fc); /* on_done drops it after a decision on a worker */
+    drop_msg(ctx); /* on_done drops it after a decision on a worker */
   return st;
 }
 
 static void cb_abort(milter_ctx *ctx) {
-  fconn *fc = milter_ctx_get_data(ctx);
-  if (fc != NULL)
-    msg_reset(fc);
+  drop_msg(ctx);
 }
 
 static void cb_close(milter_ctx *ctx) {
   fconn *fc = milter_ctx_get_data(ctx);
   if (fc == NULL)
     return;
-  drop_trx(fc);
-  mf_conn_free(&fc->conn);
-  free(fc->conn_reason);
+  drop_msg(ctx);
   free(fc);
   milter_ctx_set_data(ctx, NULL);
 }

@@ -26,8 +26,10 @@ typedef struct mf_rcpt {
   unsigned flags;
 } mf_rcpt;
 
-/* What a connection keeps between messages: its strings in one block,
- * "hostname\0ip\0helo\0", owned through hostname (helo NULL: none). */
+/* A trx's connection data.  A trx of the engine API owns its strings, one
+ * block "hostname\0ip\0helo\0" through hostname (helo NULL: none); the
+ * trx of a message of mf_filter points into the connection's block
+ * (filter.c) and owns nothing: the filter clears it before mf_trx_fini(). */
 typedef struct mf_conn {
   char *hostname, *ip, *helo;
   char family;
@@ -95,14 +97,6 @@ void mf_trx_parse_from(mf_trx *t);
 /* In-place life cycle. */
 void mf_trx_init(mf_trx *t, const mf_opts *opts);
 void mf_trx_fini(mf_trx *t);
-
-/* The connection's data outside a trx (mf_filter keeps it there between
- * messages and moves it into the trx of each message): set as
- * mf_engine_connect() and mf_engine_helo() do, freed by mf_conn_free(). */
-int mf_conn_connect(mf_conn *c, const char *hostname, char family,
-                    uint16_t port, const char *address);
-int mf_conn_helo(mf_conn *c, const char *helo);
-void mf_conn_free(mf_conn *c);
 
 void mf_trx_seterr(mf_trx *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -199,7 +199,8 @@ void mf_engine_reset_connection(mf_trx *t) {
   if (t == NULL)
     return;
   mf_engine_reset_message(t);
-  mf_conn_free(&t->conn);
+  free(t->conn.hostname); /* ip and helo are in the same block */
+  memset(&t->conn, 0, sizeof(t->conn));
   mf_engine_clear_macros(t);
 }
 
@@ -261,8 +262,11 @@ static int set_conn_strs(mf_conn *c, const char *hostname, const char *ip,
   return 0;
 }
 
-int mf_conn_connect(mf_conn *c, const char *hostname, char family,
-                    uint16_t port, const char *address) {
+int mf_engine_connect(mf_trx *t, const char *hostname, char family,
+                      uint16_t port, const char *address) {
+  if (t == NULL)
+    return MF_E_INVAL;
+  mf_conn *c = &t->conn;
   int rc = set_conn_strs(c, hostname != NULL ? hostname : "",
                          address != NULL ? address : "", c->helo);
   if (rc != 0)
@@ -272,27 +276,12 @@ int mf_conn_connect(mf_conn *c, const char *hostname, char family,
   return 0;
 }
 
-int mf_conn_helo(mf_conn *c, const char *helo) {
-  return set_conn_strs(c, c->hostname != NULL ? c->hostname : "",
-                       c->ip != NULL ? c->ip : "", helo);
-}
-
-void mf_conn_free(mf_conn *c) {
-  free(c->hostname); /* ip and helo are in the same block */
-  memset(c, 0, sizeof(*c));
-}
-
-int mf_engine_connect(mf_trx *t, const char *hostname, char family,
-                      uint16_t port, const char *address) {
-  if (t == NULL)
-    return MF_E_INVAL;
-  return mf_conn_connect(&t->conn, hostname, family, port, address);
-}
-
 int mf_engine_helo(mf_trx *t, const char *helo) {
   if (t == NULL || helo == NULL)
     return MF_E_INVAL;
-  return mf_conn_helo(&t->conn, helo);
+  mf_conn *c = &t->conn;
+  return set_conn_strs(c, c->hostname != NULL ? c->hostname : "",
+                       c->ip != NULL ? c->ip : "", helo);
 }
 
 static int ensure_hdrs(mf_trx *t) {
