@@ -433,12 +433,39 @@ static int encode_words(const char *s, size_t col, char **out) {
   return mfh_buf_finish(&b, out, NULL);
 }
 
+/* Text that unfolding, encoding and folding would all leave as it is:
+ * printable ASCII and tabs without "=?", short enough for the first line
+ * (starting at column col) -- the common "X-Flag: yes" case. */
+static bool plain_short(const char *text, size_t n, size_t col) {
+  if (n > FOLD_WIDTH || col > FOLD_WIDTH - n)
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)text[i];
+    if ((c < 0x20 && c != '\t') || c >= 0x7f ||
+        (c == '=' && text[i + 1] == '?'))
+      return false;
+  }
+  return true;
+}
+
 int mf_hdr_encode(const char *name, const char *text, int leadspc, char **out,
                   size_t *len) {
   if (name == NULL || text == NULL || out == NULL)
     return MF_HDR_E_INVAL;
   *out = NULL;
-  if (!mfh_utf8_valid(text, strlen(text)))
+  size_t n = strlen(text);
+  if (plain_short(text, n, strlen(name) + 2)) {
+    char *p = xmalloc(n + 2);
+    if (p == NULL)
+      return MF_HDR_E_NOMEM;
+    p[0] = ' ';
+    memcpy(p + (leadspc ? 1 : 0), text, n + 1);
+    *out = p;
+    if (len != NULL)
+      *len = n + (leadspc ? 1 : 0);
+    return MF_HDR_OK;
+  }
+  if (!mfh_utf8_valid(text, n))
     return MF_HDR_E_UTF8;
   char *flat = NULL;
   int rc = mfh_unfold_user(text, &flat);

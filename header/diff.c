@@ -19,11 +19,21 @@ typedef struct op {
   bool leadspc;
 } op;
 
+/* The first OPS_INLINE changes stay in the caller's frame (most diffs
+ * have one or two). */
+#define OPS_INLINE 8
+
 typedef struct oplist {
   op *v;
   size_t n, cap;
   bool oom;
+  op inl[OPS_INLINE];
 } oplist;
+
+static void oplist_free(oplist *l) {
+  if (l->v != l->inl)
+    free(l->v);
+}
 
 static void push(oplist *l, mf_hdr_change_kind kind, size_t index,
                  const char *name, const char *value, size_t len,
@@ -31,12 +41,14 @@ static void push(oplist *l, mf_hdr_change_kind kind, size_t index,
   if (l->oom)
     return;
   if (l->n == l->cap) {
-    size_t cap = l->cap ? l->cap * 2 : 16;
-    op *v = xrealloc(l->v, cap * sizeof *v);
+    size_t cap = l->cap * 2;
+    op *v = xrealloc(l->v == l->inl ? NULL : l->v, cap * sizeof *v);
     if (v == NULL) {
       l->oom = true;
       return;
     }
+    if (l->v == l->inl)
+      memcpy(v, l->inl, sizeof l->inl);
     l->v = v;
     l->cap = cap;
   }
@@ -207,7 +219,11 @@ int mf_hdr_diff(const mf_hdrs *h, unsigned flags, mf_hdr_change **out,
     return MF_HDR_E_INVAL;
   *out = NULL;
   *count = 0;
-  oplist l = {0};
+  oplist l;
+  l.v = l.inl;
+  l.n = 0;
+  l.cap = OPS_INLINE;
+  l.oom = false;
   size_t n = h->norigs, m = h->nfields;
   if (flags & MF_HDR_DIFF_RECREATE) {
     for (size_t i = 0; i < n; i++)
@@ -232,11 +248,11 @@ int mf_hdr_diff(const mf_hdrs *h, unsigned flags, mf_hdr_change **out,
     }
   }
   if (l.oom) {
-    free(l.v);
+    oplist_free(&l);
     return MF_HDR_E_NOMEM;
   }
   if (l.n == 0) {
-    free(l.v);
+    oplist_free(&l);
     return MF_HDR_OK;
   }
   /* Only changes and deletions name an original by its occurrence: an
@@ -255,7 +271,7 @@ int mf_hdr_diff(const mf_hdrs *h, unsigned flags, mf_hdr_change **out,
   if (c == NULL || occ_failed) {
     free(c);
     free(occ);
-    free(l.v);
+    oplist_free(&l);
     return MF_HDR_E_NOMEM;
   }
   char *str = (char *)(c + l.n);
@@ -283,7 +299,7 @@ int mf_hdr_diff(const mf_hdrs *h, unsigned flags, mf_hdr_change **out,
     }
   }
   free(occ);
-  free(l.v);
+  oplist_free(&l);
   *out = c;
   *count = l.n;
   return MF_HDR_OK;

@@ -1,5 +1,6 @@
 /* hdrs.c -- the header collection: building, parsing, reading, editing. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,13 +21,18 @@ static int fail(mf_hdrs *h, int rc, const char *what) {
   return rc;
 }
 
-int mf_hdr_name_valid(const char *name) {
-  if (name == NULL || *name == '\0')
-    return 0;
-  for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+/* The n bytes at name are a valid field name. */
+static bool name_valid_n(const char *name, size_t n) {
+  if (n == 0)
+    return false;
+  for (const unsigned char *p = (const unsigned char *)name; n > 0; p++, n--)
     if (*p <= 0x20 || *p >= 0x7f || *p == ':')
-      return 0;
-  return 1;
+      return false;
+  return true;
+}
+
+int mf_hdr_name_valid(const char *name) {
+  return name != NULL && name_valid_n(name, strlen(name));
 }
 
 static char *memdup0(const char *s, size_t n) {
@@ -39,79 +45,159 @@ static char *memdup0(const char *s, size_t n) {
   return p;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Arena: the received fields and the originals' strings of a collection,   */
+/* carved from a few blocks that live as long as the collection.            */
+/* ------------------------------------------------------------------------ */
+
+/* The first block follows the struct mf_hdrs in its allocation of
+ * HDRS_BLOCK bytes (a 3.5 KiB malloc chunk; about 2.3 KiB of it for the
+ * arena); each next block is twice as large as the last, up to 32 KiB; a
+ * piece larger than the next block gets a block of its own, linked behind
+ * the one being filled. */
+#define HDRS_BLOCK ((size_t)3584 - 8)
+#define ARENA_MAX ((size_t)32768 - 8 - sizeof(mfh_chunk))
+#define ARENA_ALIGN _Alignof(mfh_field)
+
+_Static_assert(sizeof(mfh_chunk) % _Alignof(mfh_field) == 0 &&
+                   sizeof(mf_hdrs) % _Alignof(mfh_chunk) == 0,
+               "arena pieces are aligned for a field");
+_Static_assert(HDRS_BLOCK > sizeof(mf_hdrs) + sizeof(mfh_chunk) + 1024,
+               "room for the first block of the arena");
+
+static mfh_chunk *first_chunk(const mf_hdrs *h) {
+  return (mfh_chunk *)(void *)((char *)(uintptr_t)h + sizeof *h);
+}
+
+static void *arena_alloc(mf_hdrs *h, size_t n) {
+  if (n > SIZE_MAX / 2)
+    return NULL;
+  n = (n + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
+  mfh_chunk *c = h->arena;
+  if (c->cap - c->used >= n) {
+    void *p = c->data + c->used;
+    c->used += n;
+    return p;
+  }
+  size_t cap = c->cap * 2 + 8 + sizeof *c;
+  if (cap > ARENA_MAX)
+    cap = ARENA_MAX;
+  bool own = n > cap; /* a block for this piece alone */
+  if (own)
+    cap = n;
+  mfh_chunk *b = xmalloc(sizeof *b + cap);
+  if (b == NULL)
+    return NULL;
+  b->cap = cap;
+  b->used = n;
+  if (own) {
+    b->next = c->next;
+    c->next = b;
+  } else {
+    b->next = c;
+    h->arena = b;
+  }
+  return b->data;
+}
+
+static void arena_free(mf_hdrs *h) {
+  for (mfh_chunk *c = h->arena, *next; c != NULL; c = next) {
+    next = c->next;
+    if (c != first_chunk(h))
+      free(c);
+  }
+  h->arena = NULL;
+}
+
+/* "name\0value\0" copied to p; returns the value's copy. */
+static char *put_pair(char *p, const char *name, size_t nl, const char *value,
+                      size_t len) {
+  memcpy(p, name, nl);
+  p[nl] = '\0';
+  char *v = p + nl + 1;
+  if (len > 0)
+    memcpy(v, value, len);
+  v[len] = '\0';
+  return v;
+}
+
 static void field_free(mfh_field *f) {
   if (f == NULL)
     return;
-  if (!f->name_inline)
+  if (f->name_in == MFH_IN_HEAP)
     free(f->name);
-  if (!f->value_inline)
+  if (f->value_in == MFH_IN_HEAP)
     free(f->value);
   free(f->decoded);
-  free(f);
+  if (f->self_heap)
+    free(f);
 }
 
-/* A received field: the struct, its name and its value in one allocation
- * (most fields are never edited). */
-static mfh_field *field_new(const char *name, const char *value, size_t len,
-                            bool leadspc, size_t orig) {
-  size_t nl = strlen(name);
-  mfh_field *f = xcalloc(1, sizeof *f + nl + 1 + len + 1);
-  if (f == NULL)
-    return NULL;
-  f->name = (char *)(f + 1);
-  memcpy(f->name, name, nl + 1);
-  f->value = f->name + nl + 1;
-  if (len > 0)
-    memcpy(f->value, value, len);
-  f->value[len] = '\0';
-  f->name_inline = f->value_inline = true;
-  f->len = len;
-  f->leadspc = leadspc;
-  f->orig = orig;
-  return f;
+/* A copy of n bytes at s in the arena, NUL-terminated. */
+static char *arena_strdup(mf_hdrs *h, const char *s, size_t n) {
+  char *p = n < SIZE_MAX ? arena_alloc(h, n + 1) : NULL;
+  if (p != NULL) {
+    if (n > 0)
+      memcpy(p, s, n);
+    p[n] = '\0';
+  }
+  return p;
 }
 
-/* An original's name and value in one block: o->name owns it. */
-static int orig_set(mfh_orig *o, const char *name, const char *value,
-                    size_t len, bool leadspc) {
-  size_t nl = strlen(name);
-  char *b = xmalloc(nl + 1 + len + 1);
-  if (b == NULL)
-    return MF_HDR_E_NOMEM;
-  memcpy(b, name, nl + 1);
-  if (len > 0)
-    memcpy(b + nl + 1, value, len);
-  b[nl + 1 + len] = '\0';
-  o->name = b;
-  o->value = b + nl + 1;
-  o->len = len;
-  o->leadspc = leadspc;
+/* The original that field f becomes in mf_hdr_commit(): its name and value
+ * are shared where they are in the arena already (never written there) or
+ * where f's current original has them byte for byte, and copied to the
+ * arena otherwise (the field keeps its own copies: pointers handed out stay
+ * valid).  Only what was edited since the last commit is copied. */
+static int orig_of(mf_hdrs *h, const mfh_field *f, mfh_orig *o) {
+  const mfh_orig *old = f->orig != MFH_NEW ? &h->origs[f->orig] : NULL;
+  *o = (mfh_orig){.name = f->name, .value = f->value, .len = f->len,
+                  .leadspc = f->leadspc};
+  if (f->name_in != MFH_IN_ARENA) {
+    if (old != NULL && strcmp(old->name, f->name) == 0)
+      o->name = old->name;
+    else if ((o->name = arena_strdup(h, f->name, strlen(f->name))) == NULL)
+      return MF_HDR_E_NOMEM;
+  }
+  if (f->value_in != MFH_IN_ARENA) {
+    if (old != NULL && old->len == f->len &&
+        memcmp(old->value, f->value, f->len) == 0)
+      o->value = old->value;
+    else if ((o->value = arena_strdup(h, f->value, f->len)) == NULL)
+      return MF_HDR_E_NOMEM;
+  }
   return MF_HDR_OK;
 }
 
-static int grow(void **arr, size_t *cap, size_t need, size_t elem) {
+/* Room for `need` entries of elem bytes in *arr (*cap of them), grown by
+ * half; an array still in the struct (inl) is copied out, not freed. */
+static int grow(void **arr, size_t *cap, size_t need, size_t elem,
+                const void *inl) {
   if (need <= *cap)
     return MF_HDR_OK;
-  size_t ncap = *cap ? *cap * 2 : 16;
+  size_t ncap = *cap + *cap / 2;
   while (ncap < need)
-    ncap *= 2;
-  void *p = xrealloc(*arr, ncap * elem);
+    ncap += ncap / 2;
+  if (ncap > SIZE_MAX / elem)
+    return MF_HDR_E_NOMEM;
+  void *p = xrealloc(*arr == inl ? NULL : *arr, ncap * elem);
   if (p == NULL)
     return MF_HDR_E_NOMEM;
+  if (*arr == inl)
+    memcpy(p, inl, *cap * elem);
   *arr = p;
   *cap = ncap;
   return MF_HDR_OK;
 }
 
-static int insert_field(mf_hdrs *h, size_t pos, mfh_field *f) {
-  if (grow((void **)&h->fields, &h->capfields, h->nfields + 1,
-           sizeof *h->fields) != MF_HDR_OK)
-    return MF_HDR_E_NOMEM;
-  memmove(h->fields + pos + 1, h->fields + pos,
-          (h->nfields - pos) * sizeof *h->fields);
-  h->fields[pos] = f;
-  h->nfields++;
-  return MF_HDR_OK;
+static int grow_fields(mf_hdrs *h) {
+  return grow((void **)&h->fields, &h->capfields, h->nfields + 1,
+              sizeof *h->fields, h->fields0);
+}
+
+static int grow_origs(mf_hdrs *h) {
+  return grow((void **)&h->origs, &h->caporigs, h->norigs + 1,
+              sizeof *h->origs, h->origs0);
 }
 
 int mf_hdr_new(mf_hdrs **out, unsigned flags) {
@@ -120,20 +206,22 @@ int mf_hdr_new(mf_hdrs **out, unsigned flags) {
   *out = NULL;
   if ((flags & ~MF_HDR_LEADSPC) != 0)
     return MF_HDR_E_INVAL;
-  mf_hdrs *h = xcalloc(1, sizeof *h);
+  mf_hdrs *h = xmalloc(HDRS_BLOCK);
   if (h == NULL)
     return MF_HDR_E_NOMEM;
+  /* Not the inline arrays (1 KiB, read only up to nfields / norigs). */
   h->flags = flags;
+  h->edited = false;
+  h->fields = h->fields0;
+  h->origs = h->origs0;
+  h->nfields = h->norigs = 0;
+  h->capfields = h->caporigs = MFH_INLINE;
+  h->arena = first_chunk(h);
+  h->errmsg[0] = '\0';
+  *h->arena = (mfh_chunk){
+      .cap = HDRS_BLOCK - sizeof *h - sizeof(mfh_chunk)};
   *out = h;
   return MF_HDR_OK;
-}
-
-static void free_origs(mf_hdrs *h) {
-  for (size_t i = 0; i < h->norigs; i++)
-    free(h->origs[i].name); /* the value is in the same block */
-  free(h->origs);
-  h->origs = NULL;
-  h->norigs = h->caporigs = 0;
 }
 
 void mf_hdr_free(mf_hdrs *h) {
@@ -141,8 +229,11 @@ void mf_hdr_free(mf_hdrs *h) {
     return;
   for (size_t i = 0; i < h->nfields; i++)
     field_free(h->fields[i]);
-  free(h->fields);
-  free_origs(h);
+  if (h->fields != h->fields0)
+    free(h->fields);
+  if (h->origs != h->origs0)
+    free(h->origs); /* their strings are in the arena */
+  arena_free(h);
   free(h);
 }
 
@@ -158,22 +249,27 @@ static bool value_ok(const char *v, size_t len) {
   return v != NULL ? memchr(v, '\0', len) == NULL : len == 0;
 }
 
-/* Append an original field (name already validated). */
-static int add_original(mf_hdrs *h, const char *name, const char *value,
-                        size_t len, bool leadspc) {
-  if (grow((void **)&h->origs, &h->caporigs, h->norigs + 1, sizeof *h->origs) !=
-      MF_HDR_OK)
+/* Append an original field (name already validated, nl bytes): the field
+ * and its strings are one piece of the arena, shared by the original. */
+static int add_original(mf_hdrs *h, const char *name, size_t nl,
+                        const char *value, size_t len, bool leadspc) {
+  if (grow_origs(h) != MF_HDR_OK || grow_fields(h) != MF_HDR_OK)
     return MF_HDR_E_NOMEM;
-  mfh_orig *o = &h->origs[h->norigs];
-  if (orig_set(o, name, value, len, leadspc) != MF_HDR_OK)
+  if (len > SIZE_MAX / 2 || nl > SIZE_MAX / 4)
     return MF_HDR_E_NOMEM;
-  mfh_field *f = field_new(name, value, len, leadspc, h->norigs);
-  if (f == NULL || insert_field(h, h->nfields, f) != MF_HDR_OK) {
-    free(o->name);
-    field_free(f);
+  mfh_field *f = arena_alloc(h, sizeof *f + nl + 1 + len + 1);
+  if (f == NULL)
     return MF_HDR_E_NOMEM;
-  }
-  h->norigs++;
+  char *n = (char *)(f + 1);
+  *f = (mfh_field){.name = n,
+                   .value = put_pair(n, name, nl, value, len),
+                   .len = len,
+                   .orig = h->norigs,
+                   .leadspc = leadspc};
+  h->origs[h->norigs++] =
+      (mfh_orig){.name = f->name, .value = f->value, .len = len,
+                 .leadspc = leadspc};
+  h->fields[h->nfields++] = f;
   return MF_HDR_OK;
 }
 
@@ -185,11 +281,13 @@ int mf_hdr_append_raw(mf_hdrs *h, const char *name, const char *value,
     set_err(h, "append_raw: the collection was already edited");
     return MF_HDR_E_INVAL;
   }
-  if (!mf_hdr_name_valid(name))
+  size_t nl = strlen(name);
+  if (!name_valid_n(name, nl))
     return fail(h, MF_HDR_E_NAME, name);
   if (!value_ok(value, len))
     return fail(h, MF_HDR_E_VALUE, name);
-  int rc = add_original(h, name, value != NULL ? value : "", len, leadspc != 0);
+  int rc = add_original(h, name, nl, value != NULL ? value : "", len,
+                        leadspc != 0);
   return rc == MF_HDR_OK ? rc : fail(h, rc, "append_raw");
 }
 
@@ -226,12 +324,8 @@ int mf_hdr_parse(mf_hdrs *h, const char *data, size_t len,
       return MF_HDR_E_PARSE;
     }
     size_t nlen = (size_t)(colon - data) - pos;
-    char *name = memdup0(data + pos, nlen);
-    if (name == NULL)
-      return fail(h, MF_HDR_E_NOMEM, "parse");
-    if (!mf_hdr_name_valid(name)) {
+    if (!name_valid_n(data + pos, nlen)) {
       set_err(h, "line %zu: invalid field name", lineno);
-      free(name);
       return MF_HDR_E_PARSE;
     }
     /* Extend over continuation lines. */
@@ -247,7 +341,6 @@ int mf_hdr_parse(mf_hdrs *h, const char *data, size_t len,
       ve--;
     if (memchr(data + vs, '\0', ve - vs) != NULL) {
       set_err(h, "line %zu: NUL byte in header value", lineno);
-      free(name);
       return MF_HDR_E_PARSE;
     }
     bool lead = true;
@@ -255,8 +348,7 @@ int mf_hdr_parse(mf_hdrs *h, const char *data, size_t len,
       vs++;
       lead = false;
     }
-    int rc = add_original(h, name, data + vs, ve - vs, lead);
-    free(name);
+    int rc = add_original(h, data + pos, nlen, data + vs, ve - vs, lead);
     if (rc != MF_HDR_OK)
       return fail(h, rc, "parse");
     pos = e < len ? e + 1 : len;
@@ -270,20 +362,17 @@ int mf_hdr_parse(mf_hdrs *h, const char *data, size_t len,
 int mf_hdr_commit(mf_hdrs *h) {
   if (h == NULL)
     return MF_HDR_E_INVAL;
-  mfh_orig *no = xcalloc(h->nfields ? h->nfields : 1, sizeof *no);
+  mfh_orig *no = xmalloc((h->nfields ? h->nfields : 1) * sizeof *no);
   if (no == NULL)
     return fail(h, MF_HDR_E_NOMEM, "commit");
   for (size_t i = 0; i < h->nfields; i++) {
-    mfh_field *f = h->fields[i];
-    if (orig_set(&no[i], f->name, f->value, f->len, f->leadspc) !=
-        MF_HDR_OK) {
-      for (size_t k = 0; k < i; k++)
-        free(no[k].name);
-      free(no);
+    if (orig_of(h, h->fields[i], &no[i]) != MF_HDR_OK) {
+      free(no); /* what went to the arena goes with the collection */
       return fail(h, MF_HDR_E_NOMEM, "commit");
     }
   }
-  free_origs(h);
+  if (h->origs != h->origs0)
+    free(h->origs);
   h->origs = no;
   h->norigs = h->caporigs = h->nfields;
   for (size_t i = 0; i < h->nfields; i++)
@@ -428,9 +517,9 @@ static bool mode_lead(const mf_hdrs *h) {
 
 /* Replace the value of f by v (taken over, length n). */
 static void replace_value(mf_hdrs *h, mfh_field *f, char *v, size_t n) {
-  if (!f->value_inline)
+  if (f->value_in == MFH_IN_HEAP)
     free(f->value);
-  f->value_inline = false;
+  f->value_in = MFH_IN_HEAP;
   free(f->decoded);
   f->decoded = NULL;
   f->value = v;
@@ -474,32 +563,38 @@ int mf_hdr_rename(mf_hdrs *h, size_t i, const char *name) {
   char *n = xstrdup(name);
   if (n == NULL)
     return fail(h, MF_HDR_E_NOMEM, "rename");
-  if (!f->name_inline)
+  if (f->name_in == MFH_IN_HEAP)
     free(f->name);
-  f->name_inline = false;
+  f->name_in = MFH_IN_HEAP;
   f->name = n;
   h->edited = true;
   return MF_HDR_OK;
 }
 
+/* A new field: the struct and its name in one heap block (not the arena,
+ * so that inserting and deleting in a loop does not grow it); v taken. */
 static int insert_new(mf_hdrs *h, size_t pos, const char *name, char *v,
                       size_t n) {
-  mfh_field *f = xcalloc(1, sizeof *f);
-  if (f != NULL)
-    f->name = xstrdup(name);
-  if (f == NULL || f->name == NULL) {
-    free(f);
+  size_t nl = strlen(name);
+  mfh_field *f = NULL;
+  if (grow_fields(h) == MF_HDR_OK)
+    f = xmalloc(sizeof *f + nl + 1);
+  if (f == NULL) {
     free(v);
     return fail(h, MF_HDR_E_NOMEM, "insert");
   }
-  f->value = v;
-  f->len = n;
-  f->leadspc = mode_lead(h);
-  f->orig = MFH_NEW;
-  if (insert_field(h, pos, f) != MF_HDR_OK) {
-    field_free(f);
-    return fail(h, MF_HDR_E_NOMEM, "insert");
-  }
+  *f = (mfh_field){.name = memcpy(f + 1, name, nl + 1),
+                   .value = v,
+                   .len = n,
+                   .orig = MFH_NEW,
+                   .leadspc = mode_lead(h),
+                   .name_in = MFH_IN_SELF,
+                   .value_in = MFH_IN_HEAP,
+                   .self_heap = true};
+  memmove(h->fields + pos + 1, h->fields + pos,
+          (h->nfields - pos) * sizeof *h->fields);
+  h->fields[pos] = f;
+  h->nfields++;
   h->edited = true;
   return MF_HDR_OK;
 }

@@ -7,28 +7,50 @@
 
 #include <mailfilter/header.h>
 
-/* One original field (snapshot taken when it was received). */
+/* One original field (snapshot taken when it was received, or by
+ * mf_hdr_commit()).  Its name and value live in the collection's arena:
+ * never freed on their own, never written after they were copied there, so
+ * a current field and later originals may point to the same bytes. */
 typedef struct mfh_orig {
-  char *name;  /* one allocation: name, NUL, value, NUL */
-  char *value; /* points into name's block */
+  char *name;
+  char *value;
   size_t len;
   bool leadspc;
 } mfh_orig;
 
-/* One current field. */
+/* Where a field's name or value lives. */
+enum {
+  MFH_IN_ARENA = 0, /* the collection's arena (freed with it) */
+  MFH_IN_HEAP = 1,  /* its own allocation, freed when replaced */
+  MFH_IN_SELF = 2   /* the field's own heap block, after the struct */
+};
+
+/* One current field.  A received field (struct, name, value) is one piece
+ * of the arena and its original points to the same name and value; an
+ * inserted field is a heap block (struct and name); an edited name or
+ * value gets its own allocation (so that editing in a loop does not grow
+ * the arena). */
 typedef struct mfh_field {
   char *name;
   char *value; /* NUL-terminated raw value */
   size_t len;
-  bool leadspc;
   size_t orig;   /* index in originals, or MFH_NEW */
   char *decoded; /* lazily filled cache, or NULL */
-  /* name / value live in the field's own allocation (after the struct) and
-   * are not freed on their own; set on receipt, cleared when replaced. */
-  bool name_inline, value_inline;
+  bool leadspc;
+  unsigned char name_in, value_in; /* MFH_IN_* */
+  bool self_heap;                  /* the struct is a heap block */
 } mfh_field;
 
+/* A block of the arena: fields and strings are carved from data[]. */
+typedef struct mfh_chunk {
+  struct mfh_chunk *next;
+  size_t used, cap;
+  char data[];
+} mfh_chunk;
+
 #define MFH_NEW ((size_t)-1)
+
+#define MFH_INLINE 24
 
 struct mf_hdrs {
   unsigned flags;
@@ -37,7 +59,13 @@ struct mf_hdrs {
   size_t nfields, capfields;
   mfh_orig *origs;
   size_t norigs, caporigs;
+  mfh_chunk *arena; /* the block being filled first, then older ones */
   char errmsg[160];
+  /* The first MFH_INLINE fields and originals are listed here, and the
+   * first block of the arena follows the struct in the same allocation: a
+   * message of twenty-odd ordinary fields costs one allocation. */
+  mfh_field *fields0[MFH_INLINE];
+  mfh_orig origs0[MFH_INLINE];
 };
 
 /* A growable string; on allocation failure it sets oom and ignores further
