@@ -122,10 +122,10 @@ for l in $LIBS; do
   if objdump -p "$W/lib.so" | grep -E 'R(UN)?PATH'; then fail "lib$l has an RPATH"; fi
 done
 refuse libmailfilter0 '\.(a|h|pc)$|\.so$|^usr/(bin|sbin|include)/'
-# ICU and GMime are loaded when first needed (dlopen), not linked: the
+# ICU, GMime and libidn2 are loaded when first needed (dlopen), not linked: the
 # package must still depend on them (debian/rules, override_dh_shlibdeps).
 DEPS="$(dpkg-deb -f "$(deb libmailfilter0)" Depends)"
-for d in 'libicu[0-9]+' 'libgmime-3\.0-0'; do
+for d in 'libicu[0-9]+' 'libgmime-3\.0-0' 'libidn2-0'; do
   grep -qE "(^|, )$d( |,|$)" <<<"$DEPS" || fail "libmailfilter0 does not depend on $d: $DEPS"
 done
 expect libmailfilter-dev usr/include/mailfilter/mailfilter.h usr/include/mailfilter/milter.h \
