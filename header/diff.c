@@ -67,7 +67,7 @@ static void push_field(oplist *l, mf_hdr_change_kind kind, size_t i,
 static bool same(const mfh_orig *o, const mfh_field *f) {
   return o->len == f->len && o->leadspc == f->leadspc &&
          strcmp(o->name, f->name) == 0 &&
-         memcmp(o->value, f->value, f->len) == 0;
+         memcmp(mfh_orig_value(o), f->value, f->len) == 0;
 }
 
 static bool changeable(const mfh_orig *o, const mfh_field *f) {

@@ -21,9 +21,10 @@ static int fail(mf_hdrs *h, int rc, const char *what) {
   return rc;
 }
 
-/* The n bytes at name are a valid field name. */
+/* The n bytes at name are a valid field name (shorter than 4 GiB, which
+ * struct mfh_orig counts on). */
 static bool name_valid_n(const char *name, size_t n) {
-  if (n == 0)
+  if (n == 0 || n > UINT32_MAX)
     return false;
   for (const unsigned char *p = (const unsigned char *)name; n > 0; p++, n--)
     if (*p <= 0x20 || *p >= 0x7f || *p == ':')
@@ -51,11 +52,11 @@ static char *memdup0(const char *s, size_t n) {
 /* ------------------------------------------------------------------------ */
 
 /* The first block follows the struct mf_hdrs in its allocation of
- * HDRS_BLOCK bytes (a 3.5 KiB malloc chunk; about 2.3 KiB of it for the
- * arena); each next block is twice as large as the last, up to 32 KiB; a
- * piece larger than the next block gets a block of its own, linked behind
- * the one being filled. */
-#define HDRS_BLOCK ((size_t)3584 - 8)
+ * HDRS_BLOCK bytes (a 3 KiB malloc chunk; 2 KiB of it for the arena: twenty
+ * fields of 60 bytes); each next block is twice as large as the last, up to 32
+ * KiB; a piece larger than the next block gets a block of its own, linked
+ * behind the one being filled. */
+#define HDRS_BLOCK ((size_t)3072 - 8)
 #define ARENA_MAX ((size_t)32768 - 8 - sizeof(mfh_chunk))
 #define ARENA_ALIGN _Alignof(mfh_field)
 
@@ -133,39 +134,31 @@ static void field_free(mfh_field *f) {
     free(f);
 }
 
-/* A copy of n bytes at s in the arena, NUL-terminated. */
-static char *arena_strdup(mf_hdrs *h, const char *s, size_t n) {
-  char *p = n < SIZE_MAX ? arena_alloc(h, n + 1) : NULL;
-  if (p != NULL) {
-    if (n > 0)
-      memcpy(p, s, n);
-    p[n] = '\0';
-  }
-  return p;
-}
-
-/* The original that field f becomes in mf_hdr_commit(): its name and value
- * are shared where they are in the arena already (never written there) or
- * where f's current original has them byte for byte, and copied to the
- * arena otherwise (the field keeps its own copies: pointers handed out stay
- * valid).  Only what was edited since the last commit is copied. */
+/* The original that field f becomes in mf_hdr_commit(): the name and value
+ * pair of the arena that f still points to (a received field) or that f's
+ * current original has byte for byte, else a copy of f's name and value in
+ * the arena (f keeps its own copies: pointers handed out stay valid).  Only
+ * what was edited since the last commit is copied. */
 static int orig_of(mf_hdrs *h, const mfh_field *f, mfh_orig *o) {
+  size_t nl = strlen(f->name);
   const mfh_orig *old = f->orig != MFH_NEW ? &h->origs[f->orig] : NULL;
-  *o = (mfh_orig){.name = f->name, .value = f->value, .len = f->len,
+  *o = (mfh_orig){.name = f->name,
+                  .len = f->len,
+                  .nl = (uint32_t)nl,
                   .leadspc = f->leadspc};
-  if (f->name_in != MFH_IN_ARENA) {
-    if (old != NULL && strcmp(old->name, f->name) == 0)
-      o->name = old->name;
-    else if ((o->name = arena_strdup(h, f->name, strlen(f->name))) == NULL)
-      return MF_HDR_E_NOMEM;
+  if (f->name_in == MFH_IN_ARENA && f->value_in == MFH_IN_ARENA &&
+      f->value == f->name + nl + 1)
+    return MF_HDR_OK;
+  if (old != NULL && old->nl == nl && old->len == f->len &&
+      memcmp(old->name, f->name, nl) == 0 &&
+      memcmp(mfh_orig_value(old), f->value, f->len) == 0) {
+    o->name = old->name;
+    return MF_HDR_OK;
   }
-  if (f->value_in != MFH_IN_ARENA) {
-    if (old != NULL && old->len == f->len &&
-        memcmp(old->value, f->value, f->len) == 0)
-      o->value = old->value;
-    else if ((o->value = arena_strdup(h, f->value, f->len)) == NULL)
-      return MF_HDR_E_NOMEM;
-  }
+  if (f->len > SIZE_MAX / 2 ||
+      (o->name = arena_alloc(h, nl + 1 + f->len + 1)) == NULL)
+    return MF_HDR_E_NOMEM;
+  put_pair(o->name, f->name, nl, f->value, f->len);
   return MF_HDR_OK;
 }
 
@@ -196,8 +189,8 @@ static int grow_fields(mf_hdrs *h) {
 }
 
 static int grow_origs(mf_hdrs *h) {
-  return grow((void **)&h->origs, &h->caporigs, h->norigs + 1,
-              sizeof *h->origs, h->origs0);
+  return grow((void **)&h->origs, &h->caporigs, h->norigs + 1, sizeof *h->origs,
+              h->origs0);
 }
 
 int mf_hdr_new(mf_hdrs **out, unsigned flags) {
@@ -218,8 +211,7 @@ int mf_hdr_new(mf_hdrs **out, unsigned flags) {
   h->capfields = h->caporigs = MFH_INLINE;
   h->arena = first_chunk(h);
   h->errmsg[0] = '\0';
-  *h->arena = (mfh_chunk){
-      .cap = HDRS_BLOCK - sizeof *h - sizeof(mfh_chunk)};
+  *h->arena = (mfh_chunk){.cap = HDRS_BLOCK - sizeof *h - sizeof(mfh_chunk)};
   *out = h;
   return MF_HDR_OK;
 }
@@ -255,7 +247,7 @@ static int add_original(mf_hdrs *h, const char *name, size_t nl,
                         const char *value, size_t len, bool leadspc) {
   if (grow_origs(h) != MF_HDR_OK || grow_fields(h) != MF_HDR_OK)
     return MF_HDR_E_NOMEM;
-  if (len > SIZE_MAX / 2 || nl > SIZE_MAX / 4)
+  if (len > SIZE_MAX / 2 || h->norigs >= MFH_NEW)
     return MF_HDR_E_NOMEM;
   mfh_field *f = arena_alloc(h, sizeof *f + nl + 1 + len + 1);
   if (f == NULL)
@@ -264,11 +256,10 @@ static int add_original(mf_hdrs *h, const char *name, size_t nl,
   *f = (mfh_field){.name = n,
                    .value = put_pair(n, name, nl, value, len),
                    .len = len,
-                   .orig = h->norigs,
+                   .orig = (uint32_t)h->norigs,
                    .leadspc = leadspc};
-  h->origs[h->norigs++] =
-      (mfh_orig){.name = f->name, .value = f->value, .len = len,
-                 .leadspc = leadspc};
+  h->origs[h->norigs++] = (mfh_orig){
+      .name = f->name, .len = len, .nl = (uint32_t)nl, .leadspc = leadspc};
   h->fields[h->nfields++] = f;
   return MF_HDR_OK;
 }
@@ -286,8 +277,8 @@ int mf_hdr_append_raw(mf_hdrs *h, const char *name, const char *value,
     return fail(h, MF_HDR_E_NAME, name);
   if (!value_ok(value, len))
     return fail(h, MF_HDR_E_VALUE, name);
-  int rc = add_original(h, name, nl, value != NULL ? value : "", len,
-                        leadspc != 0);
+  int rc =
+      add_original(h, name, nl, value != NULL ? value : "", len, leadspc != 0);
   return rc == MF_HDR_OK ? rc : fail(h, rc, "append_raw");
 }
 
@@ -362,6 +353,8 @@ int mf_hdr_parse(mf_hdrs *h, const char *data, size_t len,
 int mf_hdr_commit(mf_hdrs *h) {
   if (h == NULL)
     return MF_HDR_E_INVAL;
+  if (h->nfields >= MFH_NEW)
+    return fail(h, MF_HDR_E_NOMEM, "commit");
   mfh_orig *no = xmalloc((h->nfields ? h->nfields : 1) * sizeof *no);
   if (no == NULL)
     return fail(h, MF_HDR_E_NOMEM, "commit");
@@ -376,7 +369,7 @@ int mf_hdr_commit(mf_hdrs *h) {
   h->origs = no;
   h->norigs = h->caporigs = h->nfields;
   for (size_t i = 0; i < h->nfields; i++)
-    h->fields[i]->orig = i;
+    h->fields[i]->orig = (uint32_t)i;
   h->edited = false;
   return MF_HDR_OK;
 }

@@ -4,19 +4,25 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <mailfilter/header.h>
 
 /* One original field (snapshot taken when it was received, or by
- * mf_hdr_commit()).  Its name and value live in the collection's arena:
- * never freed on their own, never written after they were copied there, so
- * a current field and later originals may point to the same bytes. */
+ * mf_hdr_commit()).  Its name and value are one "name\0value\0" pair in
+ * the collection's arena: never freed on their own, never written after they
+ * were copied there, so a current field and later originals may point to
+ * the same bytes.  The value is at name + nl + 1 (mfh_orig_value()). */
 typedef struct mfh_orig {
   char *name;
-  char *value;
-  size_t len;
+  size_t len;  /* of the value */
+  uint32_t nl; /* strlen(name): names are shorter than 4 GiB */
   bool leadspc;
 } mfh_orig;
+
+static inline const char *mfh_orig_value(const mfh_orig *o) {
+  return o->name + o->nl + 1;
+}
 
 /* Where a field's name or value lives. */
 enum {
@@ -34,8 +40,8 @@ typedef struct mfh_field {
   char *name;
   char *value; /* NUL-terminated raw value */
   size_t len;
-  size_t orig;   /* index in originals, or MFH_NEW */
   char *decoded; /* lazily filled cache, or NULL */
+  uint32_t orig; /* index in originals, or MFH_NEW */
   bool leadspc;
   unsigned char name_in, value_in; /* MFH_IN_* */
   bool self_heap;                  /* the struct is a heap block */
@@ -48,7 +54,7 @@ typedef struct mfh_chunk {
   char data[];
 } mfh_chunk;
 
-#define MFH_NEW ((size_t)-1)
+#define MFH_NEW UINT32_MAX /* at most UINT32_MAX - 1 originals */
 
 #define MFH_INLINE 24
 
