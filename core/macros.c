@@ -74,10 +74,14 @@ static const char *bare(const char *s, size_t *len) {
   return s;
 }
 
-/* The value of the macro named q (qlen bytes, no braces) in one stage's
- * copy p, or NULL. */
-static inline __attribute__((always_inline)) const char *
-find(const char *p, const char *q, size_t qlen) {
+/* Call fn(ud, bare name, its length, value) for each pair of one stage's
+ * copy p, in order, until fn returns nonzero (returned).  A trailing name
+ * without value ends the walk. */
+typedef int (*pair_fn)(void *ud, const char *name, size_t len,
+                       const char *value);
+
+static inline __attribute__((always_inline)) int
+walk(const char *p, pair_fn fn, void *ud) {
   uint32_t plen;
   memcpy(&plen, p, sizeof plen);
   p += sizeof plen;
@@ -90,29 +94,64 @@ find(const char *p, const char *q, size_t qlen) {
     const char *vend = memchr(val, '\0', (size_t)(end - val));
     if (vend == NULL)
       break;
-    size_t nlen;
-    const char *n = bare(p, &nlen);
-    if (nlen == qlen && memcmp(n, q, qlen) == 0)
-      return val;
+    size_t nlen = (size_t)(nend - p);
+    const char *n = p;
+    if (nlen >= 2 && n[0] == '{' && n[nlen - 1] == '}') {
+      n++;
+      nlen -= 2;
+    }
+    int rc = fn(ud, n, nlen, val);
+    if (rc != 0)
+      return rc;
     p = vend + 1;
   }
-  return NULL;
+  return 0;
+}
+
+/* Each stage's copy, newest first: the message's, then HELO's and
+ * CONNECT's. */
+static inline __attribute__((always_inline)) int
+walk_all(const milter_ctx *ctx, pair_fn fn, void *ud) {
+  int rc;
+  const struct milter_msg *m = ctx->msg;
+  if (m != NULL)
+    for (int st = MAC_COUNT - MAC_MAIL - 1; st >= 0; st--)
+      if (m->macros[st] != NULL && (rc = walk(m->macros[st], fn, ud)) != 0)
+        return rc;
+  for (int st = MAC_MAIL - 1; st >= 0; st--)
+    if (ctx->macros[st] != NULL && (rc = walk(ctx->macros[st], fn, ud)) != 0)
+      return rc;
+  return 0;
+}
+
+typedef struct lookup {
+  const char *q;
+  size_t qlen;
+  const char *found;
+} lookup;
+
+static int lookup_pair(void *ud, const char *name, size_t len,
+                       const char *value) {
+  lookup *l = ud;
+  if (len != l->qlen || name[0] != l->q[0] || memcmp(name, l->q, len) != 0)
+    return 0;
+  l->found = value;
+  return 1;
 }
 
 const char *milter_ctx_macro(const milter_ctx *ctx, const char *name) {
   if (ctx == NULL || name == NULL || name[0] == '\0')
     return NULL;
-  size_t qlen;
-  const char *q = bare(name, &qlen);
-  const char *v;
-  /* Newest stage first: the message's, then HELO's and CONNECT's. */
-  const struct milter_msg *m = ctx->msg;
-  if (m != NULL)
-    for (int st = MAC_COUNT - MAC_MAIL - 1; st >= 0; st--)
-      if (m->macros[st] != NULL && (v = find(m->macros[st], q, qlen)) != NULL)
-        return v;
-  for (int st = MAC_MAIL - 1; st >= 0; st--)
-    if (ctx->macros[st] != NULL && (v = find(ctx->macros[st], q, qlen)) != NULL)
-      return v;
-  return NULL;
+  lookup l = {NULL, 0, NULL};
+  l.q = bare(name, &l.qlen);
+  if (l.qlen == 0)
+    return NULL;
+  walk_all(ctx, lookup_pair, &l);
+  return l.found;
+}
+
+int milter_ctx_macros(const milter_ctx *ctx, milter_macro_fn fn, void *ud) {
+  if (ctx == NULL || fn == NULL)
+    return 0;
+  return walk_all(ctx, fn, ud);
 }

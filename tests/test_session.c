@@ -913,6 +913,23 @@ static void test_malformed(void **state) {
   assert_non_null(strstr(logbuf, "before option negotiation"));
 }
 
+/* milter_ctx_macros: "name=value;" for each call (stop after *ud calls
+ * when *ud > 0). */
+static char walked[512];
+static int walk_cb(void *ud, const char *name, size_t len, const char *v) {
+  int *left = ud;
+  size_t n = strlen(walked);
+  snprintf(walked + n, sizeof walked - n, "%.*s=%s;", (int)len, name, v);
+  return *left > 0 && --*left == 0 ? 7 : 0;
+}
+static const char *walk_all(int stop_after) {
+  walked[0] = '\0';
+  int left = stop_after;
+  int rc = milter_ctx_macros(&ctx, walk_cb, &left);
+  assert_int_equal(rc, stop_after > 0 && left == 0 ? 7 : 0);
+  return walked;
+}
+
 static void test_macros_lifetime(void **state) {
   (void)state;
   start();
@@ -934,6 +951,11 @@ static void test_macros_lifetime(void **state) {
   assert_int_equal(milter_enc_envaddr(&in, 'R', "<b@x>", 0, NULL), 0);
   assert_int_equal(feed(), 0);
   assert_string_equal(milter_ctx_macro(&ctx, "j"), "rcpt-stage");
+  /* One pass over all of them: newest stage first, braces gone, a name
+   * once per stage (the first is milter_ctx_macro's); fn stops it. */
+  assert_string_equal(walk_all(0), "j=rcpt-stage;auth_authen=bob;"
+                                   "tls_version=TLSv1.3;j=mx.example;");
+  assert_string_equal(walk_all(2), "j=rcpt-stage;auth_authen=bob;");
   /* ABORT drops the message's macros, keeps connect/helo ones. */
   assert_int_equal(milter_enc_simple(&in, 'A'), 0);
   assert_int_equal(feed(), 0);

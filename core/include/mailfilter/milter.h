@@ -276,6 +276,20 @@ MF_API milter_server *milter_ctx_server(const milter_ctx *ctx);
  * until ABORT or the end of the message. */
 MF_API const char *milter_ctx_macro(const milter_ctx *ctx, const char *name);
 
+/* Every macro the MTA has sent that is still in effect, in one pass: fn is
+ * called with the name without braces (name_len bytes, not NUL-terminated:
+ * "auth_authen" of "{auth_authen}") and its value, the most recent stage
+ * first and, within a stage, in the order the MTA sent them.  A name sent at
+ * several stages comes once per stage; its first call carries the value
+ * milter_ctx_macro() returns.  fn returns 0 to go on, anything else to stop
+ * (then returned).  Returns 0 when all were given.  Cheaper than one
+ * milter_ctx_macro() per name when many names are wanted.  Same thread and
+ * lifetimes as milter_ctx_macro(). */
+typedef int (*milter_macro_fn)(void *ud, const char *name, size_t name_len,
+                               const char *value);
+MF_API int milter_ctx_macros(const milter_ctx *ctx, milter_macro_fn fn,
+                             void *ud);
+
 /* Negotiated values for this connection (valid after OPTNEG). */
 MF_API uint32_t milter_ctx_version(const milter_ctx *ctx);
 MF_API uint32_t milter_ctx_actions(const milter_ctx *ctx);
