@@ -67,19 +67,24 @@ enum {
  * the loop are this block's: it does not move while a reply is PENDING
  * (no callback of the connection runs then). */
 struct fmsg {
-  mf_trx trx; /* its conn points into the fconn's strings (not owned) */
-  mf_filter *f;
+  mf_trx trx; /* its conn points into the fconn's strings (not owned);
+                 its opts are its filter's (filter_of) */
   milter_ctx *ctx;
   mf_job job;
   _Atomic int result;
-  mf_decision held_d;   /* HELD_VERDICT: the verdict end of message gives */
-  uint8_t event;        /* MILTER_CMD_* being decided */
-  uint8_t kind;         /* JOB_* */
-  uint8_t held;         /* HELD_*: the answer waits for end of message */
-  uint8_t limit_st;     /* HELD_LIMIT: the milter_status end of message gets */
-  uint8_t decided : 1;  /* this message's decision has run */
+  mf_decision held_d;  /* HELD_VERDICT: the verdict end of message gives */
+  uint8_t event;       /* MILTER_CMD_* being decided */
+  uint8_t kind;        /* JOB_* */
+  uint8_t held;        /* HELD_*: the answer waits for end of message */
+  uint8_t limit_st;    /* HELD_LIMIT: the milter_status end of message gets */
+  uint8_t decided : 1; /* this message's decision has run */
   uint8_t limit_logged : 1;
 };
+
+/* m's filter: trx.opts is &f->opts (ensure_msg). */
+static mf_filter *filter_of(const fmsg *m) {
+  return (mf_filter *)((const char *)m->trx.opts - offsetof(mf_filter, opts));
+}
 
 /* fconn.flags */
 enum {
@@ -156,10 +161,11 @@ static int add_names(mf_filter *f, const char *list) {
 
 static void snapshot_macros(fmsg *m) {
   mf_engine_clear_macros(&m->trx);
-  for (size_t i = 0; i < m->f->nsnap; i++) {
-    const char *v = milter_ctx_macro(m->ctx, m->f->snap[i]);
+  const mf_filter *f = filter_of(m);
+  for (size_t i = 0; i < f->nsnap; i++) {
+    const char *v = milter_ctx_macro(m->ctx, f->snap[i]);
     if (v != NULL)
-      mf_engine_macro(&m->trx, m->f->snap[i], v);
+      mf_engine_macro(&m->trx, f->snap[i], v);
   }
 }
 
@@ -205,8 +211,7 @@ static void put_str(char **p, const char *s, size_t len) {
  * The new block becomes ctx's data and old is freed.  NULL when out of
  * memory: old is unchanged. */
 static fconn *fc_build(milter_ctx *ctx, fconn *old, const char *host,
-                       const char *ip, const char *helo,
-                       const char *reason) {
+                       const char *ip, const char *helo, const char *reason) {
   int helo_host = helo != NULL && strcmp(helo, host) == 0;
   size_t hl = strlen(host) + 1, al = strlen(ip) + 1;
   size_t el = helo != NULL && !helo_host ? strlen(helo) + 1 : 0;
@@ -217,8 +222,8 @@ static fconn *fc_build(milter_ctx *ctx, fconn *old, const char *host,
   fc->msg = old != NULL ? old->msg : NULL;
   fc->port = old != NULL ? old->port : 0;
   fc->family = old != NULL ? old->family : 0;
-  fc->flags = old != NULL ? old->flags & (FC_DECIDED | FC_HELD | FC_DISCARD)
-                          : 0;
+  fc->flags =
+      old != NULL ? old->flags & (FC_DECIDED | FC_HELD | FC_DISCARD) : 0;
   if (helo != NULL)
     fc->flags |= helo_host ? FC_HELO | FC_HELO_HOST : FC_HELO;
   if (reason != NULL)
@@ -248,13 +253,12 @@ static fmsg *ensure_msg(milter_ctx *ctx, fconn *fc) {
   fmsg *m = xmalloc(sizeof(*m));
   if (m == NULL)
     return NULL;
-  m->f = milter_ctx_filter_data(ctx);
+  mf_filter *f = milter_ctx_filter_data(ctx);
   m->ctx = ctx;
-  mf_trx_init(&m->trx, &m->f->opts);
+  mf_trx_init(&m->trx, &f->opts);
   mf_engine_set_complete_hook(&m->trx, complete_hook, m);
   mf_engine_set_negotiated(&m->trx, milter_ctx_actions(ctx),
-                           milter_ctx_protocol(ctx),
-                           milter_ctx_data_size(ctx));
+                           milter_ctx_protocol(ctx), milter_ctx_data_size(ctx));
   conn_view(fc, &m->trx.conn);
   m->job = (mf_job){0};
   atomic_init(&m->result, 0);
@@ -279,10 +283,15 @@ static void drop_msg(milter_ctx *ctx) {
 }
 
 /* The message of an event of a message, with its connection in *fcp;
- * NULL when out of memory (no_trx() answers). */
-static fmsg *get_msg(milter_ctx *ctx, fconn **fcp) {
-  fconn *fc = *fcp = get_fc(ctx);
-  return fc != NULL ? ensure_msg(ctx, fc) : NULL;
+ * NULL when out of memory (no_trx() answers).  Every header and body
+ * piece comes here: the message exists but at its first event. */
+static inline fmsg *get_msg(milter_ctx *ctx, fconn **fcp) {
+  fconn *fc = *fcp = milter_ctx_get_data(ctx);
+  if (fc != NULL && fc->msg != NULL)
+    return fc->msg;
+  if (fc == NULL && (fc = *fcp = get_fc(ctx)) == NULL)
+    return NULL;
+  return ensure_msg(ctx, fc);
 }
 
 static const char *qid(const milter_ctx *ctx) {
@@ -527,8 +536,7 @@ static void on_done(milter_ctx *ctx, void *arg) {
     milter_ctx_reply(ctx, MILTER_TEMPFAIL);
     return;
   }
-  milter_status st =
-      m->kind == JOB_RCPT ? rcpt_verdict(m, d) : verdict(m, d);
+  milter_status st = m->kind == JOB_RCPT ? rcpt_verdict(m, d) : verdict(m, d);
   /* The answer is complete (actions and reply are core's copies). */
   if (m->kind == JOB_DECIDE &&
       (is_conn_event(m->event) || m->event == MILTER_CMD_EOB))
@@ -544,7 +552,7 @@ static void complete_hook(mf_trx *trx, mf_decision d, void *arg) {
 }
 
 static mf_decision run_user(fmsg *m) {
-  mf_filter *f = m->f;
+  mf_filter *f = filter_of(m);
   if (m->kind == JOB_RCPT)
     return mf_engine_validate_rcpt(&m->trx, f->opts.validate_rcpt, f->ud);
   return mf_engine_decide(&m->trx, f->opts.stage, f->decide, f->ud);
@@ -586,13 +594,14 @@ static void flush_batch(milter_ctx *ctx, void *arg) {
   for (mf_job *j = b.head, *next; j != NULL; j = next) {
     next = j->next;
     fmsg *m = msg_of_job(j);
-    milter_ctx_reply(m->ctx, on_failure(m->ctx, "worker pool is shutting down"));
+    milter_ctx_reply(m->ctx,
+                     on_failure(m->ctx, "worker pool is shutting down"));
   }
 }
 
 /* Queue m's job; 0 or MF_E_STATE (the pool is shutting down). */
 static int queue_job(fmsg *m) {
-  mf_pool *pool = m->f->pool;
+  mf_pool *pool = filter_of(m)->pool;
   m->job.fn = job_fn;
   m->job.next = NULL;
   if (batch.head != NULL && batch.pool == pool) {
@@ -603,8 +612,7 @@ static int queue_job(fmsg *m) {
   /* The first of a batch: its ctx carries the flush (its reply is
    * PENDING from our return until the worker's result is posted, which
    * cannot happen before the flush ran). */
-  if (batch.head != NULL ||
-      milter_ctx_post(m->ctx, flush_batch, NULL) != 0)
+  if (batch.head != NULL || milter_ctx_post(m->ctx, flush_batch, NULL) != 0)
     return mf_pool_push(pool, &m->job); /* no batch: at once */
   batch.pool = pool;
   batch.head = batch.tail = &m->job;
@@ -617,7 +625,7 @@ static int limit_status(fmsg *m, milter_status *st) {
   int lim = mf_engine_limit_hit(&m->trx);
   if (lim == 0)
     return 0;
-  const mf_opts *o = &m->f->opts;
+  const mf_opts *o = &filter_of(m)->opts;
   mf_action_kind k = lim == 1   ? o->header_limit
                      : lim == 2 ? o->body_limit
                                 : o->rcpt_limit;
@@ -661,7 +669,7 @@ static int limit_status(fmsg *m, milter_status *st) {
 }
 
 static milter_status start(fmsg *m, uint8_t event, int kind) {
-  mf_filter *f = m->f;
+  mf_filter *f = filter_of(m);
   m->event = event;
   m->kind = (uint8_t)kind;
   if (kind == JOB_DECIDE && !is_conn_event(event)) {
@@ -703,7 +711,8 @@ static milter_status conn_decide(milter_ctx *ctx, fconn *fc, uint8_t event) {
   return st;
 }
 
-static milter_status cb_connect(milter_ctx *ctx, const milter_connect_info *ci) {
+static milter_status cb_connect(milter_ctx *ctx,
+                                const milter_connect_info *ci) {
   fconn *old = milter_ctx_get_data(ctx);
   const char *helo = NULL;
   if (old != NULL) { /* a second CONNECT: a new connection, the HELO kept */
@@ -766,7 +775,7 @@ static milter_status cb_envfrom(milter_ctx *ctx, size_t argc,
   if (rc != 0)
     milter_ctx_log(ctx, MILTER_LOG_INFO, "%s (kept as text)",
                    mf_engine_last_error(&m->trx));
-  if (m->f->opts.stage == MF_STAGE_MAIL && !(fc->flags & FC_HELD))
+  if (filter_of(m)->opts.stage == MF_STAGE_MAIL && !(fc->flags & FC_HELD))
     return start(m, MILTER_CMD_MAIL, JOB_DECIDE);
   return MILTER_NOREPLY;
 }
@@ -785,7 +794,7 @@ static milter_status cb_envrcpt(milter_ctx *ctx, size_t argc,
   if (rc != 0)
     milter_ctx_log(ctx, MILTER_LOG_INFO, "%s (kept as text)",
                    mf_engine_last_error(&m->trx));
-  if (m->f->opts.validate_rcpt != NULL && !m->decided &&
+  if (filter_of(m)->opts.validate_rcpt != NULL && !m->decided &&
       !(fc->flags & FC_HELD))
     return start(m, MILTER_CMD_RCPT, JOB_RCPT);
   return MILTER_NOREPLY;
@@ -796,7 +805,7 @@ static milter_status cb_data(milter_ctx *ctx) {
   fmsg *m = get_msg(ctx, &fc);
   if (m == NULL)
     return no_trx(ctx);
-  mf_stage s = m->f->opts.stage;
+  mf_stage s = filter_of(m)->opts.stage;
   if ((s == MF_STAGE_RCPT || s == MF_STAGE_DATA) && !m->decided &&
       !(fc->flags & FC_HELD))
     return start(m, MILTER_CMD_DATA, JOB_DECIDE);
@@ -828,8 +837,9 @@ static milter_status cb_eoh(milter_ctx *ctx) {
     return no_trx(ctx);
   mf_engine_eoh(&m->trx);
   /* EOH decides; so do RCPT/DATA with an MTA too old to send DATA. */
-  if (!m->decided && !(fc->flags & FC_HELD) &&
-      m->f->opts.stage >= MF_STAGE_MAIL && m->f->opts.stage <= MF_STAGE_EOH)
+  mf_stage s = m->trx.opts->stage;
+  if (!m->decided && !(fc->flags & FC_HELD) && s >= MF_STAGE_MAIL &&
+      s <= MF_STAGE_EOH)
     return start(m, MILTER_CMD_EOH, JOB_DECIDE);
   return MILTER_NOREPLY;
 }

@@ -43,7 +43,6 @@ typedef struct mf_macro {
 
 struct mf_trx {
   const mf_opts *opts;
-  mf_opts *own_opts; /* when created with opts NULL */
   mf_stage stage;   /* stage of the running / last decision */
   mf_mta mta;       /* as set; MF_MTA_AUTO = look at macro v */
   uint32_t actions, protocol, data_size;
@@ -59,7 +58,6 @@ struct mf_trx {
   mf_addr_params *from_params;
   char *from_argv; /* ESMTP args, NUL-separated */
   size_t from_argc;
-  int from_parsed;
   char *new_from, *new_from_args; /* change_from; NULL = unchanged */
   mf_addr *new_from_addr;
   mf_rcpt *rcpts;
@@ -69,24 +67,28 @@ struct mf_trx {
   /* content */
   mf_hdrs *hdrs;
   size_t hdr_bytes;
-  int eoh_seen;
   mf_spool body;
-  int truncated;
-  int limit; /* 0, 1 header, 2 body, 3 recipients */
 
   /* the decision's outputs */
-  int body_replaced;
   mf_spool *newbody; /* allocated by the first replace_body */
   char *rcode, *xcode, *text;
   char *qreason;
-  int in_call; /* inside decide()/validator or pending: edits allowed */
 
   mf_engine_complete_fn complete;
   void *complete_arg;
-  atomic_int pending; /* 1 while MF_PENDING waits for mf_trx_complete() */
 
   char *err; /* last error message, allocated on first error (an idle
                 connection costs no buffer for it) */
+
+  /* The small fields of the parts above, together (no padding holes). */
+  atomic_int pending;  /* 1 while MF_PENDING waits for mf_trx_complete() */
+  int in_call;         /* inside decide()/validator or pending: edits allowed */
+  uint8_t from_parsed; /* envelope: from/from_params are valid */
+  uint8_t eoh_seen;    /* content */
+  uint8_t truncated;   /* content */
+  uint8_t limit;       /* content: 0, 1 header, 2 body, 3 recipients */
+  uint8_t body_replaced; /* the decision's outputs */
+  uint8_t owns_opts;     /* opts is the trx's own (created with NULL) */
 };
 
 /* Parse the MTA's text on first use (addr NULL when it does not parse;

@@ -118,7 +118,7 @@ int mf_engine_trx_new(mf_trx **out, const mf_opts *opts) {
     opts = own;
   }
   mf_trx_init(t, opts);
-  t->own_opts = own;
+  t->owns_opts = own != NULL;
   *out = t;
   return 0;
 }
@@ -208,11 +208,12 @@ void mf_trx_fini(mf_trx *t) {
   mf_engine_reset_connection(t);
   free(t->macros);
   free(t->rcpts);
-  free(t->own_opts);
+  if (t->owns_opts)
+    free((mf_opts *)t->opts);
   free(t->err);
   t->macros = NULL;
   t->rcpts = NULL;
-  t->own_opts = NULL;
+  t->owns_opts = 0;
   t->err = NULL;
 }
 
