@@ -46,6 +46,7 @@ struct mf_filter {
   milter_filter_desc desc;
   char *symlist[MILTER_M_COUNT];
   char **snap; /* macro names copied into the trx before a decision */
+  size_t *snaplen;
   size_t nsnap;
   milter_server *srv;
   mf_pool *pool;
@@ -136,15 +137,19 @@ static int add_name(mf_filter *f, const char *name, size_t len) {
   if (len == 0)
     return 0;
   for (size_t i = 0; i < f->nsnap; i++)
-    if (strlen(f->snap[i]) == len && memcmp(f->snap[i], name, len) == 0)
+    if (f->snaplen[i] == len && memcmp(f->snap[i], name, len) == 0)
       return 0;
   char **s = xrealloc(f->snap, (f->nsnap + 1) * sizeof(*s));
   if (s == NULL)
     return MF_E_NOMEM;
   f->snap = s;
+  size_t *l = xrealloc(f->snaplen, (f->nsnap + 1) * sizeof(*l));
+  if (l == NULL)
+    return MF_E_NOMEM;
+  f->snaplen = l;
   if ((s[f->nsnap] = xstrndup(name, len)) == NULL)
     return MF_E_NOMEM;
-  f->nsnap++;
+  l[f->nsnap++] = len;
   return 0;
 }
 
@@ -159,14 +164,51 @@ static int add_names(mf_filter *f, const char *list) {
   return 0;
 }
 
-static void snapshot_macros(fmsg *m) {
-  mf_engine_clear_macros(&m->trx);
+/* The snapshot: one walk over what the MTA sent (milter_ctx_macros), each
+ * wanted name taken at its newest stage. */
+enum { SNAP_MAX = 256 };
+typedef struct snap_walk {
+  const mf_filter *f;
+  mf_trx *trx;
+  uint64_t taken[SNAP_MAX / 64];
+  int rc;
+} snap_walk;
+
+static int snap_pair(void *ud, const char *name, size_t len,
+                     const char *value) {
+  snap_walk *w = ud;
+  const mf_filter *f = w->f;
+  for (size_t i = 0; i < f->nsnap; i++) {
+    if (f->snaplen[i] != len || f->snap[i][0] != name[0] ||
+        memcmp(f->snap[i], name, len) != 0)
+      continue;
+    uint64_t bit = (uint64_t)1 << (i % 64);
+    if (w->taken[i / 64] & bit)
+      return 0; /* an older stage's value */
+    w->taken[i / 64] |= bit;
+    w->rc = mf_trx_macro_put(w->trx, name, len, value);
+    return w->rc;
+  }
+  return 0;
+}
+
+/* 0, or MF_E_NOMEM: the decision must not run without them (no
+ * {auth_authen}: an authenticated sender taken for a stranger). */
+static int snapshot_macros(fmsg *m) {
   const mf_filter *f = filter_of(m);
+  mf_engine_clear_macros(&m->trx);
+  if (f->nsnap <= SNAP_MAX) {
+    snap_walk w = {f, &m->trx, {0}, 0};
+    milter_ctx_macros(m->ctx, snap_pair, &w);
+    return w.rc;
+  }
   for (size_t i = 0; i < f->nsnap; i++) {
     const char *v = milter_ctx_macro(m->ctx, f->snap[i]);
-    if (v != NULL)
-      mf_engine_macro(&m->trx, f->snap[i], v);
+    int rc = v != NULL ? mf_engine_macro(&m->trx, f->snap[i], v) : 0;
+    if (rc != 0)
+      return rc;
   }
+  return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -683,7 +725,10 @@ static milter_status start(fmsg *m, uint8_t event, int kind) {
       return MILTER_NOREPLY;
     }
   }
-  snapshot_macros(m);
+  if (snapshot_macros(m) != 0) {
+    milter_status st = on_failure(m->ctx, "out of memory for the macros");
+    return kind == JOB_RCPT && st == MILTER_ACCEPT ? MILTER_CONTINUE : st;
+  }
   if (f->opts.flags & MF_OPT_NONBLOCKING) {
     mf_decision d = run_user(m);
     if (d == MF_PENDING)
@@ -1072,6 +1117,7 @@ void mf_filter_free(mf_filter *f) {
   for (size_t i = 0; i < f->nsnap; i++)
     free(f->snap[i]);
   free(f->snap);
+  free(f->snaplen);
   for (int m = 0; m < MILTER_M_COUNT; m++)
     free(f->symlist[m]);
   free(f->user_macros);

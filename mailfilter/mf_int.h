@@ -36,9 +36,10 @@ typedef struct mf_conn {
   uint16_t port;
 } mf_conn;
 
+/* A macro of the decision's snapshot: offsets into mf_trx.macblk, which
+ * holds "name\0value\0" pairs (name without braces). */
 typedef struct mf_macro {
-  char *name; /* without braces */
-  char *value;
+  uint32_t name, value;
 } mf_macro;
 
 struct mf_trx {
@@ -51,6 +52,8 @@ struct mf_trx {
   mf_conn conn;
   mf_macro *macros;
   size_t nmacros, capmacros;
+  char *macblk; /* the pairs, one block reused from decision to decision */
+  size_t macblk_len, macblk_cap;
 
   /* envelope */
   char *from_raw; /* NULL before MAIL */
@@ -106,5 +109,9 @@ void mf_trx_seterr(mf_trx *t, const char *fmt, ...)
  * Returns rc. */
 int mf_trx_spool_error(mf_trx *t, const mf_spool *s, const char *what,
                        int rc);
+
+/* Append macro k (klen bytes, no braces) = value to the snapshot, without
+ * looking for an earlier one (trx.c).  MF_E_NOMEM. */
+int mf_trx_macro_put(mf_trx *t, const char *k, size_t klen, const char *value);
 
 #endif

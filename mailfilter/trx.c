@@ -137,10 +137,8 @@ static void free_rcpts(mf_trx *t) {
 void mf_engine_clear_macros(mf_trx *t) {
   if (t == NULL)
     return;
-  for (size_t i = 0; i < t->nmacros; i++) {
-    free(t->macros[i].name); /* the value is in its block */
-  }
   t->nmacros = 0;
+  t->macblk_len = 0; /* the blocks stay for the next decision */
 }
 
 void mf_engine_reset_message(mf_trx *t) {
@@ -171,6 +169,9 @@ void mf_engine_reset_message(mf_trx *t) {
   free(t->macros);
   t->macros = NULL;
   t->capmacros = 0;
+  free(t->macblk);
+  t->macblk = NULL;
+  t->macblk_cap = 0;
   mf_hdr_free(t->hdrs);
   t->hdrs = NULL;
   t->hdr_bytes = 0;
@@ -207,6 +208,8 @@ void mf_engine_reset_connection(mf_trx *t) {
 void mf_trx_fini(mf_trx *t) {
   mf_engine_reset_connection(t);
   free(t->macros);
+  free(t->macblk);
+  t->macblk = NULL;
   free(t->rcpts);
   if (t->owns_opts)
     free((mf_opts *)t->opts);
@@ -495,18 +498,55 @@ int mf_engine_body(mf_trx *t, const void *data, size_t len) {
   return 0;
 }
 
-/* "name\0value\0" in one allocation: m->name owns it. */
-static int set_macro(mf_macro *m, const char *k, size_t klen,
+/* Index of macro k in the snapshot, or -1. */
+static long macro_find(const mf_trx *t, const char *k, size_t klen) {
+  for (size_t i = 0; i < t->nmacros; i++) {
+    const mf_macro *m = &t->macros[i];
+    if (m->value - m->name - 1 == klen &&
+        memcmp(t->macblk + m->name, k, klen) == 0)
+      return (long)i;
+  }
+  return -1;
+}
+
+/* Room for n more bytes in the block and one more entry. */
+static int macro_room(mf_trx *t, size_t n) {
+  if (t->macblk_len + n > UINT32_MAX)
+    return MF_E_NOMEM;
+  if (t->macblk_len + n > t->macblk_cap) {
+    size_t cap = t->macblk_cap ? t->macblk_cap : 512;
+    while (cap < t->macblk_len + n)
+      cap *= 2;
+    char *b = xrealloc(t->macblk, cap);
+    if (b == NULL)
+      return MF_E_NOMEM;
+    t->macblk = b;
+    t->macblk_cap = cap;
+  }
+  if (t->nmacros == t->capmacros) {
+    size_t cap = t->capmacros ? t->capmacros * 2 : 32;
+    mf_macro *m = xrealloc(t->macros, cap * sizeof(*m));
+    if (m == NULL)
+      return MF_E_NOMEM;
+    t->macros = m;
+    t->capmacros = cap;
+  }
+  return 0;
+}
+
+int mf_trx_macro_put(mf_trx *t, const char *k, size_t klen,
                      const char *value) {
   size_t vlen = strlen(value) + 1;
-  char *b = xmalloc(klen + 1 + vlen);
-  if (b == NULL)
-    return MF_E_NOMEM;
-  memcpy(b, k, klen);
-  b[klen] = '\0';
-  memcpy(b + klen + 1, value, vlen);
-  m->name = b;
-  m->value = b + klen + 1;
+  int rc = macro_room(t, klen + 1 + vlen);
+  if (rc != 0)
+    return rc;
+  mf_macro *m = &t->macros[t->nmacros++];
+  m->name = (uint32_t)t->macblk_len;
+  memcpy(t->macblk + t->macblk_len, k, klen);
+  t->macblk[t->macblk_len + klen] = '\0';
+  m->value = (uint32_t)(t->macblk_len + klen + 1);
+  memcpy(t->macblk + m->value, value, vlen);
+  t->macblk_len += klen + 1 + vlen;
   return 0;
 }
 
@@ -516,26 +556,10 @@ int mf_engine_macro(mf_trx *t, const char *name, const char *value) {
   const char *k;
   size_t klen;
   macro_key(name, &k, &klen);
-  for (size_t i = 0; i < t->nmacros; i++)
-    if (strlen(t->macros[i].name) == klen &&
-        memcmp(t->macros[i].name, k, klen) == 0) {
-      char *old = t->macros[i].name;
-      int rc = set_macro(&t->macros[i], k, klen, value);
-      if (rc == 0)
-        free(old);
-      return rc;
-    }
-  if (t->nmacros == t->capmacros) {
-    size_t cap = t->capmacros ? t->capmacros * 2 : 8;
-    mf_macro *m = xrealloc(t->macros, cap * sizeof(*m));
-    if (m == NULL)
-      return MF_E_NOMEM;
-    t->macros = m;
-    t->capmacros = cap;
-  }
-  int rc = set_macro(&t->macros[t->nmacros], k, klen, value);
-  if (rc == 0)
-    t->nmacros++;
+  long i = macro_find(t, k, klen);
+  int rc = mf_trx_macro_put(t, k, klen, value);
+  if (rc == 0 && i >= 0) /* the new pair replaces the old one's entry */
+    t->macros[i] = t->macros[--t->nmacros];
   return rc;
 }
 
@@ -728,11 +752,8 @@ const char *mf_trx_macro(const mf_trx *t, const char *name) {
   const char *k;
   size_t klen;
   macro_key(name, &k, &klen);
-  for (size_t i = 0; i < t->nmacros; i++)
-    if (strlen(t->macros[i].name) == klen &&
-        memcmp(t->macros[i].name, k, klen) == 0)
-      return t->macros[i].value;
-  return NULL;
+  long i = macro_find(t, k, klen);
+  return i >= 0 ? t->macblk + t->macros[i].value : NULL;
 }
 const char *mf_trx_queue_id(const mf_trx *t) { return mf_trx_macro(t, "i"); }
 const char *mf_trx_auth_authen(const mf_trx *t) {
