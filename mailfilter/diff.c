@@ -35,14 +35,8 @@ typedef struct alist {
 } alist;
 
 static milter_action *push(alist *l, milter_action_type type) {
-  if (l->n == l->cap) {
-    size_t cap = l->cap ? l->cap * 2 : 8;
-    milter_action *a = xrealloc(l->a, cap * sizeof(*a));
-    if (a == NULL)
-      return NULL;
-    l->a = a;
-    l->cap = cap;
-  }
+  if (mf_grow(&l->a, &l->cap, l->n, sizeof(*l->a), 8) != 0)
+    return NULL;
   milter_action *a = &l->a[l->n++];
   memset(a, 0, sizeof(*a));
   a->type = type;

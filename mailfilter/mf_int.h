@@ -114,4 +114,9 @@ int mf_trx_spool_error(mf_trx *t, const mf_spool *s, const char *what,
  * looking for an earlier one (trx.c).  MF_E_NOMEM. */
 int mf_trx_macro_put(mf_trx *t, const char *k, size_t klen, const char *value);
 
+/* Room for one more element in the array *p of *cap elements of size elem
+ * holding n: doubled when full (first: the first capacity).  0, or
+ * MF_E_NOMEM (*p unchanged). */
+int mf_grow(void *p, size_t *cap, size_t n, size_t elem, size_t first);
+
 #endif

@@ -397,14 +397,8 @@ int mf_engine_rcpt(mf_trx *t, size_t argc, const char *const *argv) {
     mf_trx_seterr(t, "more than %zu recipients", t->opts->max_rcpts);
     return MF_E_LIMIT;
   }
-  if (t->nrcpts == t->caprcpts) {
-    size_t cap = t->caprcpts ? t->caprcpts * 2 : 4;
-    mf_rcpt *r = xrealloc(t->rcpts, cap * sizeof(*r));
-    if (r == NULL)
-      return MF_E_NOMEM;
-    t->rcpts = r;
-    t->caprcpts = cap;
-  }
+  if (mf_grow(&t->rcpts, &t->caprcpts, t->nrcpts, sizeof(*t->rcpts), 4) != 0)
+    return MF_E_NOMEM;
   mf_rcpt *r = &t->rcpts[t->nrcpts];
   memset(r, 0, sizeof(*r));
   if ((r->raw = xstrdup(argv[0])) == NULL ||
@@ -523,14 +517,21 @@ static int macro_room(mf_trx *t, size_t n) {
     t->macblk = b;
     t->macblk_cap = cap;
   }
-  if (t->nmacros == t->capmacros) {
-    size_t cap = t->capmacros ? t->capmacros * 2 : 32;
-    mf_macro *m = xrealloc(t->macros, cap * sizeof(*m));
-    if (m == NULL)
-      return MF_E_NOMEM;
-    t->macros = m;
-    t->capmacros = cap;
-  }
+  return mf_grow(&t->macros, &t->capmacros, t->nmacros, sizeof(*t->macros),
+                 32);
+}
+
+int mf_grow(void *p, size_t *cap, size_t n, size_t elem, size_t first) {
+  if (n < *cap)
+    return 0;
+  size_t c = *cap ? *cap * 2 : first;
+  void *old; /* p points to a T *: copied, not aliased as void * */
+  memcpy(&old, p, sizeof old);
+  void *a = xrealloc(old, c * elem);
+  if (a == NULL)
+    return MF_E_NOMEM;
+  memcpy(p, &a, sizeof a);
+  *cap = c;
   return 0;
 }
 
