@@ -384,15 +384,16 @@ static void arm_timer(conn *c) {
  * as many as there are free places. */
 static void held_release(mloop *L) {
   unsigned max = L->srv->opts.max_pending;
+  unsigned places = L->npending < max ? max - L->npending : 0;
   conn *c;
-  while (L->npending < max && (c = L->thead[TM_HELD]) != NULL) {
+  while (places > 0 && (c = L->thead[TM_HELD]) != NULL) {
+    places--;
     tl_unlink(c);
     c->reading = 1;
     if (conn_poll(c) != 0)
       conn_close(c);
     else
       arm_timer(c);
-    max--;
   }
 }
 
