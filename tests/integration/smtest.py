@@ -41,7 +41,6 @@ running deliver.py as nobody: out_dir/<recipient>/<stamp>.eml + .json.
 """
 
 import contextlib
-import ctypes
 import fcntl
 import glob
 import os
@@ -215,6 +214,7 @@ divert(0)dnl
 OSTYPE(`linux')dnl
 {defines}\
 FEATURE(`nocanonify')dnl
+FEATURE(`no_default_msa')dnl
 FEATURE(`accept_unresolvable_domains')dnl
 FEATURE(`accept_unqualified_senders')dnl
 DAEMON_OPTIONS(`Port={port}, Addr=127.0.0.1, Name=MTA')dnl
@@ -232,12 +232,6 @@ R$+ < @ $=w > $*	$#deliver $@ $2 $: $1 @ $2
 R$* < @ $* > $*		$#error $@ 5.1.2 $: "550 smtest: no mail leaves this instance"
 R$+			$#deliver $@ localhost $: $1 @ localhost
 """
-
-
-def _pdeathsig():
-    # PR_SET_PDEATHSIG: unshare is killed when the test process dies, and
-    # sendmail gets SIGTERM then (--kill-child).
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 def sweep_stale(tmp=None):
@@ -411,13 +405,16 @@ class Sendmail:
             self._write_config()
             self._start_log()
             out = open(os.path.join(self.dir, "sendmail.out"), "ab")
-            argv = ["unshare", "--pid", "--fork", "--kill-child=SIGTERM", "--uts", "--mount",
+            # setpriv --pdeathsig: unshare is killed when the test process
+            # dies, and sendmail gets SIGTERM then (--kill-child).
+            argv = ["setpriv", "--pdeathsig", "KILL",
+                    "unshare", "--pid", "--fork", "--kill-child=SIGTERM", "--uts", "--mount",
                     "--propagation", "private", "sh", "-c", NS_SCRIPT, "sh", HOSTNAME, self.dir,
                     self.install.binary, "-C", self.cf_path, "-bD", "-q10s", "-L", "sm-mta"]
             with out:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                              stderr=subprocess.STDOUT, env=self.install.env(),
-                                             start_new_session=True, preexec_fn=_pdeathsig)
+                                             start_new_session=True)
             pftest.wait_for(lambda: pftest.tcp_listening(self.port) or self.proc.poll() is not None,
                             timeout, "sendmail to listen on port %d" % self.port)
             if self.proc.poll() is not None:
