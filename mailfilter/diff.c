@@ -1,23 +1,33 @@
 /* diff.c -- from what the decision function changed on the trx to the
  * minimal list of milter actions, by the index rules of the MTA.
  *
- * Header indexes (DESIGN.md, reference/milter-landscape.md):
+ * Header actions as the MTAs apply them (Postfix cleanup_milter.c,
+ * Sendmail milter.c and headers.c; mailfilter.h, HEADER EDITS ON EACH MTA):
  *   - CHGHEADER's index is the 1-based occurrence among fields of that name
  *     (case-insensitive); an empty value deletes.  Postfix unlinks a deleted
  *     field (later occurrences shift), Sendmail only marks it.
- *   - INSHEADER's index is global, 0 = top of the MTA's own list, and both
- *     MTAs keep one header the milter never saw at the top (their own
- *     Received:), so "before visible field p" is index p + 1.
- *   - ADDHEADER appends; Sendmail may instead re-use a deleted field of the
- *     same name, so for Sendmail appends are INSHEADER past the end.
+ *   - ADDHEADER, INSHEADER: an empty value gives "Name:" with HDR_LEADSPC;
+ *     so a change to an empty value is a delete and an insert.
+ *   - INSHEADER past the end appends on both.  ADDHEADER appends on Postfix;
+ *     Sendmail puts it above the first field of that name or into a
+ *     sendmail.cf template of that name.
+ *   - INSHEADER's index counts Postfix's current list, its own Received:
+ *     first, so "before visible field p" is p + 1.  Sendmail's counts its
+ *     list with the .cf's H templates (the message does not carry most of
+ *     them) before the message's fields: only "under Received" (1) and
+ *     "past the end" mean the same there whatever the .cf.
  * mf_hdr_diff() gives the changes in terms of the ORIGINAL list; applying
  * them from the last original position to the first keeps every index
  * valid whatever the MTA does with deleted slots, so they are emitted in
  * that order, with appends first (an append never moves an original).
+ * Postfix gets the minimal list (postfix_actions()); Sendmail and an MTA
+ * not known get one made of the actions that mean the same on both
+ * (safe_actions()).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "mf_int.h"
 
@@ -26,8 +36,10 @@
 
 /* Fields the MTA keeps above what it sent us (its own Received:). */
 #define HIDDEN_TOP 1u
-/* INSHEADER index that means "at the end" for Sendmail. */
-#define SENDMAIL_APPEND_INDEX 1000000u
+/* An INSHEADER index past the end of any header: an append on both MTAs
+ * (Sendmail's insheader() and Postfix's cleanup_ins_header() both append
+ * when the list ends before the index). */
+#define APPEND_INDEX 1000000u
 
 typedef struct alist {
   milter_action *a;
@@ -55,15 +67,15 @@ void mf_engine_actions_free(milter_action *a, size_t n) {
 }
 
 /* The value as the MTA wants it: LF line ends (Postfix doubles CRs
- * otherwise), one leading space iff HDR_LEADSPC was negotiated, never empty
- * on a change (empty means delete). */
+ * otherwise), one leading space iff HDR_LEADSPC was negotiated and the
+ * field's own convention leaves it out.  May be empty (see wire_empty()). */
 static char *wire_value(const mf_trx *t, const char *v, size_t len,
-                        int leadspc, int for_change) {
+                        int leadspc) {
   int lead = (t->protocol & MILTER_P_HDR_LEADSPC) != 0;
   size_t skip = 0;
   if (!lead && leadspc && len > 0 && v[0] == ' ')
     skip = 1;
-  char *out = xmalloc(len + 3);
+  char *out = xmalloc(len + 2);
   if (out == NULL)
     return NULL;
   size_t o = 0;
@@ -74,22 +86,30 @@ static char *wire_value(const mf_trx *t, const char *v, size_t len,
       continue;
     out[o++] = v[i];
   }
-  if (for_change && o == 0)
-    out[o++] = ' ';
   out[o] = '\0';
   return out;
 }
 
+/* 1 when wire_value() of this value is "": as a CHGHEADER value that
+ * would delete the field. */
+static int wire_empty(const mf_trx *t, const char *v, size_t len,
+                      int leadspc) {
+  int lead = (t->protocol & MILTER_P_HDR_LEADSPC) != 0;
+  if (lead && !leadspc)
+    return 0;
+  return len == 0 || (!lead && leadspc && len == 1 && v[0] == ' ');
+}
+
+/* A header action; value NULL: a delete (CHGHEADER with ""). */
 static int add_hdr_action(alist *l, const mf_trx *t, milter_action_type type,
                           uint32_t index, const char *name, const char *value,
-                          size_t vlen, int leadspc, int is_delete) {
+                          size_t vlen, int leadspc) {
   milter_action *a = push(l, type);
   if (a == NULL)
     return MF_E_NOMEM;
   a->index = index;
   a->name = xstrdup(name);
-  a->value = is_delete ? xstrdup("")
-                       : wire_value(t, value, vlen, leadspc, 1);
+  a->value = value == NULL ? xstrdup("") : wire_value(t, value, vlen, leadspc);
   return a->name && a->value ? 0 : MF_E_NOMEM;
 }
 
@@ -98,6 +118,227 @@ static int need(mf_trx *t, uint32_t act, const char *what) {
     return 0;
   mf_trx_seterr(t, "the MTA did not grant %s", what);
   return MF_E_NOTSUP;
+}
+
+static int need_add(mf_trx *t) {
+  return need(t, MILTER_ACT_ADDHDRS, "ADDHDRS (add a header)");
+}
+static int need_chg(mf_trx *t) {
+  return need(t, MILTER_ACT_CHGHDRS, "CHGHDRS (change a header)");
+}
+
+/* The diff's changes with every CHANGE to a value that would go out empty
+ * (an empty value means delete to CHGHEADER) made a DELETE plus an INSERT
+ * of the new value where the field was: right after it, before anything
+ * else inserted before the next original (index + 1, first of its
+ * index).  The list stays sorted as mf_hdr_diff() sorts it.  *out points
+ * into ch's strings; free() it. */
+static int split_empty_changes(const mf_trx *t, const mf_hdr_change *ch,
+                               size_t n, mf_hdr_change **out, size_t *nout) {
+  mf_hdr_change *x = xmalloc((2 * n + 1) * sizeof(*x));
+  if (x == NULL)
+    return MF_E_NOMEM;
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    x[m++] = ch[i];
+    if (ch[i].kind != MF_HDR_CHANGE ||
+        !wire_empty(t, ch[i].value, ch[i].value_len, ch[i].leadspc))
+      continue;
+    x[m - 1].kind = MF_HDR_DELETE;
+    x[m - 1].value = NULL;
+    x[m - 1].value_len = 0;
+    x[m] = ch[i];
+    x[m].kind = MF_HDR_INSERT;
+    x[m].index = ch[i].index + 1;
+    x[m].occurrence = 0;
+    m++;
+  }
+  *out = x;
+  *nout = m;
+  return 0;
+}
+
+/* Postfix: INSHEADER's index counts the current list (deleted fields are
+ * unlinked), so "before original p" is p + HIDDEN_TOP when the changes go
+ * bottom up, and ADDHEADER appends. */
+static int postfix_actions(mf_trx *t, alist *l, const mf_hdr_change *ch,
+                           size_t n, size_t norig) {
+  int rc = 0;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    const mf_hdr_change *c = &ch[i];
+    if (c->kind == MF_HDR_INSERT && c->index >= norig && (rc = need_add(t)) == 0)
+      rc = add_hdr_action(l, t, MILTER_ACTION_ADDHEADER, 0, c->name, c->value,
+                          c->value_len, c->leadspc);
+  }
+  for (size_t k = n; k-- > 0 && rc == 0;) {
+    const mf_hdr_change *c = &ch[k];
+    if (c->kind == MF_HDR_INSERT) {
+      if (c->index < norig && (rc = need_add(t)) == 0)
+        rc = add_hdr_action(l, t, MILTER_ACTION_INSHEADER,
+                            (uint32_t)(c->index + HIDDEN_TOP), c->name,
+                            c->value, c->value_len, c->leadspc);
+    } else if ((rc = need_chg(t)) == 0) {
+      rc = add_hdr_action(l, t, MILTER_ACTION_CHGHEADER,
+                          (uint32_t)c->occurrence, c->name,
+                          c->kind == MF_HDR_DELETE ? NULL : c->value,
+                          c->value_len, c->leadspc);
+    }
+  }
+  return rc;
+}
+
+/* The list the filter ended with, in order, with the original fields that
+ * were deleted where they were: what safe_actions() plans with. */
+enum { IT_INS = 0, IT_KEEP = 1, IT_CHG = 2, IT_DEL = 3 };
+typedef struct hitem {
+  uint8_t kind;
+  uint8_t where; /* W_* */
+  size_t orig;   /* KEEP, CHG, DEL: the original's index */
+  size_t cur;    /* INS, KEEP, CHG: the field's current index */
+  const mf_hdr_change *c; /* NULL for KEEP */
+} hitem;
+enum { W_PLACE = 0, W_TOP = 1, W_END = 2 };
+
+/* The original index's CHGHEADER occurrence: 1 + the originals before it
+ * of the same name (ASCII case-insensitive). */
+static size_t occurrence_of(const mf_hdrs *h, const hitem *it, size_t upto) {
+  const hitem *x = &it[upto];
+  if (x->c != NULL)
+    return x->c->occurrence;
+  const char *name = mf_hdr_name(h, x->cur);
+  size_t occ = 1;
+  for (size_t i = 0; i < upto; i++) {
+    if (it[i].kind == IT_INS)
+      continue;
+    const char *o = it[i].c ? it[i].c->name : mf_hdr_name(h, it[i].cur);
+    if (strcasecmp(o, name) == 0)
+      occ++;
+  }
+  return occ;
+}
+
+/* INSHEADER at index of the current field cur, as it is now. */
+static int place_field(mf_trx *t, alist *l, size_t cur, uint32_t index) {
+  size_t len;
+  const char *raw = mf_hdr_raw(t->hdrs, cur, &len);
+  int rc = need_add(t);
+  if (rc == 0)
+    rc = add_hdr_action(l, t, MILTER_ACTION_INSHEADER, index,
+                        mf_hdr_name(t->hdrs, cur), raw, len,
+                        mf_hdr_leadspc(t->hdrs, cur));
+  return rc;
+}
+
+/* Sendmail, and an MTA not known: only what means the same on both.
+ *   - CHGHEADER by occurrence, bottom up, before any field is placed above
+ *     the originals (Sendmail counts every field of its list that carries
+ *     the name, the ones added by this filter included; Postfix unlinks a
+ *     deleted field and Sendmail only marks it: bottom up is right for
+ *     both);
+ *   - an append is INSHEADER past the end (ADDHEADER on Sendmail goes
+ *     above the first field of that name, or replaces a sendmail.cf
+ *     template's value);
+ *   - a field above every kept original is INSHEADER at HIDDEN_TOP, right
+ *     under the MTA's own Received: (Sendmail's index counts entries of
+ *     its list, the .cf's H templates first: 9 in every .cf built from
+ *     Sendmail's m4, Return-Path then Received, so index 1 is under
+ *     Received whatever the rest; Postfix: under its Received);
+ *   - nothing else: an index in the middle counts the templates on
+ *     Sendmail.  So one run of originals stays in place -- the one whose
+ *     keeping saves the most actions -- the fields above it are inserted
+ *     at the top and the fields below it appended, an original among them
+ *     deleted and re-created with its current value. */
+static int safe_actions(mf_trx *t, alist *l, const mf_hdr_change *ch,
+                        size_t n, size_t norig) {
+  const mf_hdrs *h = t->hdrs;
+  size_t cap = n + norig + 1;
+  hitem *it = xmalloc(cap * sizeof(*it));
+  if (it == NULL)
+    return MF_E_NOMEM;
+  size_t nit = 0, cur = 0, k = 0;
+  for (size_t i = 0; i <= norig; i++) {
+    for (; k < n && ch[k].index == i && ch[k].kind == MF_HDR_INSERT; k++)
+      it[nit++] = (hitem){IT_INS, W_PLACE, 0, cur++, &ch[k]};
+    if (i == norig)
+      break;
+    if (k < n && ch[k].index == i) {
+      int del = ch[k].kind == MF_HDR_DELETE;
+      it[nit++] = (hitem){del ? IT_DEL : IT_CHG, W_PLACE, i, del ? 0 : cur,
+                          &ch[k]};
+      cur += !del;
+      k++;
+    } else {
+      it[nit++] = (hitem){IT_KEEP, W_PLACE, i, cur++, NULL};
+    }
+  }
+  int rc = 0;
+  if (k != n || cur != mf_hdr_count(h)) {
+    mf_trx_seterr(t, "header diff: inconsistent change list");
+    rc = MF_E_HEADER;
+  }
+  /* The run kept in place: between two inserts that have kept originals
+   * on both sides, the one that saves most (an untouched original kept
+   * saves a delete and a re-create, a changed one a delete); the first on
+   * a tie (appends do not depend on the MTA's list at all). */
+  size_t first = nit, last = 0;
+  for (size_t i = 0; i < nit; i++)
+    if (it[i].kind == IT_KEEP || it[i].kind == IT_CHG) {
+      if (first == nit)
+        first = i;
+      last = i;
+    }
+  size_t best_lo = nit, best_hi = 0, best = 0, lo = nit, hi = 0, save = 0;
+  for (size_t i = 0; i <= nit && rc == 0; i++) {
+    int split = i == nit || (it[i].kind == IT_INS && i > first && i < last);
+    if (split) {
+      if (lo != nit && save > best) {
+        best = save;
+        best_lo = lo;
+        best_hi = hi;
+      }
+      lo = nit;
+      save = 0;
+      continue;
+    }
+    if (it[i].kind == IT_KEEP || it[i].kind == IT_CHG) {
+      if (lo == nit)
+        lo = i;
+      hi = i;
+      save += it[i].kind == IT_KEEP ? 2 : 1;
+    }
+  }
+  for (size_t i = 0; i < nit; i++)
+    if (best_lo == nit || i > best_hi)
+      it[i].where = W_END;
+    else if (i < best_lo)
+      it[i].where = W_TOP;
+  /* 1. appends, in order */
+  for (size_t i = 0; i < nit && rc == 0; i++)
+    if (it[i].where == W_END && it[i].kind != IT_DEL)
+      rc = place_field(t, l, it[i].cur, APPEND_INDEX);
+  /* 2. changes and deletes of the originals, bottom up */
+  for (size_t i = nit; i-- > 0 && rc == 0;) {
+    const hitem *x = &it[i];
+    if (x->kind == IT_INS || (x->kind == IT_KEEP && x->where == W_PLACE))
+      continue;
+    if ((rc = need_chg(t)) != 0)
+      break;
+    const char *name = x->c ? x->c->name : mf_hdr_name(h, x->cur);
+    if (x->kind == IT_CHG && x->where == W_PLACE)
+      rc = add_hdr_action(l, t, MILTER_ACTION_CHGHEADER,
+                          (uint32_t)x->c->occurrence, name, x->c->value,
+                          x->c->value_len, x->c->leadspc);
+    else
+      rc = add_hdr_action(l, t, MILTER_ACTION_CHGHEADER,
+                          (uint32_t)occurrence_of(h, it, i), name, NULL,
+                          0, 0);
+  }
+  /* 3. the fields above the run, bottom up, each at the top */
+  for (size_t i = nit; i-- > 0 && rc == 0;)
+    if (it[i].where == W_TOP && it[i].kind != IT_DEL)
+      rc = place_field(t, l, it[i].cur, HIDDEN_TOP);
+  free(it);
+  return rc;
 }
 
 static int header_actions(mf_trx *t, alist *l) {
@@ -121,43 +362,16 @@ static int header_actions(mf_trx *t, alist *l) {
     else if (ch[i].kind == MF_HDR_INSERT)
       norig--;
   }
-  int sendmail = mf_engine_is_sendmail(t);
-  for (size_t i = 0; i < n && rc == 0; i++) {
-    const mf_hdr_change *c = &ch[i];
-    if (c->kind == MF_HDR_INSERT && c->index >= norig) {
-      if ((rc = need(t, MILTER_ACT_ADDHDRS, "ADDHDRS (add a header)")) != 0)
-        break;
-      if (sendmail)
-        rc = add_hdr_action(l, t, MILTER_ACTION_INSHEADER,
-                            SENDMAIL_APPEND_INDEX, c->name, c->value,
-                            c->value_len, c->leadspc, 0);
-      else
-        rc = add_hdr_action(l, t, MILTER_ACTION_ADDHEADER, 0, c->name,
-                            c->value, c->value_len, c->leadspc, 0);
-    }
+  mf_hdr_change *x = NULL;
+  size_t nx = 0;
+  rc = split_empty_changes(t, ch, n, &x, &nx);
+  if (rc == 0) {
+    if (mf_engine_mta_of(t) == MF_MTA_POSTFIX)
+      rc = postfix_actions(t, l, x, nx, norig);
+    else
+      rc = safe_actions(t, l, x, nx, norig);
   }
-  for (size_t k = n; k-- > 0 && rc == 0;) {
-    const mf_hdr_change *c = &ch[k];
-    switch (c->kind) {
-    case MF_HDR_INSERT:
-      if (c->index >= norig)
-        break;
-      if ((rc = need(t, MILTER_ACT_ADDHDRS, "ADDHDRS (insert a header)")) != 0)
-        break;
-      rc = add_hdr_action(l, t, MILTER_ACTION_INSHEADER,
-                          (uint32_t)(c->index + HIDDEN_TOP), c->name, c->value,
-                          c->value_len, c->leadspc, 0);
-      break;
-    case MF_HDR_CHANGE:
-    case MF_HDR_DELETE:
-      if ((rc = need(t, MILTER_ACT_CHGHDRS, "CHGHDRS (change a header)")) != 0)
-        break;
-      rc = add_hdr_action(l, t, MILTER_ACTION_CHGHEADER,
-                          (uint32_t)c->occurrence, c->name, c->value,
-                          c->value_len, c->leadspc, c->kind == MF_HDR_DELETE);
-      break;
-    }
-  }
+  free(x);
   mf_hdr_changes_free(ch);
   return rc;
 }

@@ -114,18 +114,25 @@ struct fconn {
 /* Macros                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Postfix's default milter_*_macros, per SMFIM_* stage: what SETSYMLIST must
- * keep when the user adds names (a symbol list replaces the MTA's). */
+/* What the library reads, per SMFIM_* stage: Postfix's default
+ * milter_*_macros with Sendmail's defaults (Milter.macros.*) that Postfix
+ * lacks ({if_name} {if_addr} at connect, {auth_ssf} at MAIL, {msg_id} at
+ * end of message).  A symbol list replaces the MTA's list for its stage, so
+ * a list the library sends starts with these.  The connect list is always
+ * sent (where the MTA offers SETSYMLIST): it asks for "v", which stock
+ * Sendmail does not send at connect and without which the MTA is not
+ * known (mailfilter.h, HEADER EDITS ON EACH MTA). */
 static const char *const default_macros[MILTER_M_COUNT] = {
     [MILTER_M_CONNECT] = "j {daemon_name} {daemon_addr} v _ {client_addr} "
-                         "{client_name} {client_port} {client_ptr}",
+                         "{client_name} {client_port} {client_ptr} "
+                         "{if_name} {if_addr}",
     [MILTER_M_HELO] = "{tls_version} {cipher} {cipher_bits} {cert_subject} "
                       "{cert_issuer}",
     [MILTER_M_ENVFROM] = "i {auth_type} {auth_authen} {auth_author} "
-                         "{mail_addr} {mail_host} {mail_mailer}",
+                         "{auth_ssf} {mail_addr} {mail_host} {mail_mailer}",
     [MILTER_M_ENVRCPT] = "i {rcpt_addr} {rcpt_host} {rcpt_mailer}",
     [MILTER_M_DATA] = "i",
-    [MILTER_M_EOM] = "i",
+    [MILTER_M_EOM] = "i {msg_id}",
     [MILTER_M_EOH] = "i",
 };
 
@@ -1019,22 +1026,24 @@ static int build_desc(mf_filter *f) {
   for (int m = 0; m < MILTER_M_COUNT; m++)
     if (add_names(f, default_macros[m]) != 0)
       return MF_E_NOMEM;
-  if (add_names(f, "auth_ssf") != 0 || add_names(f, f->user_macros) != 0)
+  if (add_names(f, f->user_macros) != 0)
     return MF_E_NOMEM;
-  /* Symbol lists only when the user asks for more than the MTA's default
+  /* Symbol lists: at connect always (for "v"); at the later stages up to
+   * the decision only when the user asks for more than the MTA's default
    * (a list replaces the MTA's own for that stage). */
-  if (f->user_macros != NULL && f->user_macros[0] != '\0') {
-    int last = macro_stage_of(s);
-    for (size_t i = 0; i < sizeof(macro_order) / sizeof(macro_order[0]); i++) {
-      int m = macro_order[i];
-      size_t n = strlen(default_macros[m]) + strlen(f->user_macros) + 2;
-      if ((f->symlist[m] = xmalloc(n)) == NULL)
-        return MF_E_NOMEM;
-      snprintf(f->symlist[m], n, "%s %s", default_macros[m], f->user_macros);
-      d->macros[m] = f->symlist[m];
-      if (m == last)
-        break;
-    }
+  int user = f->user_macros != NULL && f->user_macros[0] != '\0';
+  int last = macro_stage_of(s);
+  for (size_t i = 0; i < sizeof(macro_order) / sizeof(macro_order[0]); i++) {
+    int m = macro_order[i];
+    size_t n = strlen(default_macros[m]) + 2 +
+               (user ? strlen(f->user_macros) : 0);
+    if ((f->symlist[m] = xmalloc(n)) == NULL)
+      return MF_E_NOMEM;
+    snprintf(f->symlist[m], n, "%s%s%s", default_macros[m], user ? " " : "",
+             user ? f->user_macros : "");
+    d->macros[m] = f->symlist[m];
+    if (m == last || !user)
+      break;
   }
   return 0;
 }

@@ -99,6 +99,11 @@ struct mf_trx {
 void mf_trx_parse_rcpt(mf_trx *t, mf_rcpt *r);
 void mf_trx_parse_from(mf_trx *t);
 
+/* The MTA the trx's actions are for: as set, else from macro "v";
+ * MF_MTA_AUTO when not known (the actions are then those right on both,
+ * diff.c). */
+mf_mta mf_engine_mta_of(const mf_trx *t);
+
 /* In-place life cycle. */
 void mf_trx_init(mf_trx *t, const mf_opts *opts);
 void mf_trx_fini(mf_trx *t);

@@ -642,15 +642,20 @@ const char *mf_engine_last_error(const mf_trx *t) {
   return t && t->err ? t->err : "";
 }
 
-int mf_engine_is_sendmail(const mf_trx *t) {
-  if (t->mta == MF_MTA_SENDMAIL)
-    return 1;
-  if (t->mta == MF_MTA_POSTFIX)
-    return 0;
+mf_mta mf_engine_mta_of(const mf_trx *t) {
+  if (t->mta == MF_MTA_SENDMAIL || t->mta == MF_MTA_POSTFIX)
+    return t->mta;
   const char *v = mf_trx_macro(t, "v");
-  /* Postfix sends "Postfix 3.7.11"; Sendmail "8.17.1" (its version). */
-  return v != NULL && strncasecmp(v, "Postfix", 7) != 0 && v[0] >= '0' &&
-         v[0] <= '9';
+  /* Postfix sends "Postfix 3.7.11"; Sendmail its version, "8.17.1.9". */
+  if (v == NULL)
+    return MF_MTA_AUTO;
+  if (strncasecmp(v, "Postfix", 7) == 0)
+    return MF_MTA_POSTFIX;
+  return v[0] >= '0' && v[0] <= '9' ? MF_MTA_SENDMAIL : MF_MTA_AUTO;
+}
+
+int mf_engine_is_sendmail(const mf_trx *t) {
+  return mf_engine_mta_of(t) == MF_MTA_SENDMAIL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -658,9 +663,7 @@ int mf_engine_is_sendmail(const mf_trx *t) {
 /* ------------------------------------------------------------------------ */
 
 mf_stage mf_trx_stage(const mf_trx *t) { return t->stage; }
-mf_mta mf_trx_mta(const mf_trx *t) {
-  return mf_engine_is_sendmail(t) ? MF_MTA_SENDMAIL : MF_MTA_POSTFIX;
-}
+mf_mta mf_trx_mta(const mf_trx *t) { return mf_engine_mta_of(t); }
 const char *mf_trx_errmsg(const mf_trx *t) { return mf_engine_last_error(t); }
 const char *mf_trx_client_hostname(const mf_trx *t) {
   return t->conn.hostname ? t->conn.hostname : "";

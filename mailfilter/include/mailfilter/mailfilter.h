@@ -137,8 +137,53 @@ typedef enum mf_action_kind {
                          (mf_trx_truncated()), go on */
 } mf_action_kind;
 
+/* HEADER EDITS ON EACH MTA
+ *   The diff engine sends what delivers exactly the filter's list (values
+ *   byte for byte: HDR_LEADSPC is asked for; an MTA without it adds one
+ *   space itself, so a field "Name:" with nothing after the colon cannot
+ *   be had there).  The MTA is known from macro "v", which the library
+ *   asks for at connect with SETSYMLIST wherever the MTA offers it (stock
+ *   Sendmail does not send it otherwise): "Postfix 3.7.11" is Postfix, a
+ *   version number ("8.17.1.9") Sendmail; mf_opts.mta forces one.
+ *   - Empty values: an added or inserted field with an empty value is
+ *     delivered as "Name:".  A change to an empty value cannot be a
+ *     CHGHEADER (an empty value there means delete): the field is deleted
+ *     and the new one inserted where it was.
+ *   - Postfix: the minimal list.  Appends are ADDHEADER, changes and
+ *     deletes CHGHEADER (occurrence of the name), a field before the
+ *     original field p INSHEADER p + 1 (Postfix's own Received: is the
+ *     first of its list), applied bottom up.
+ *   - Sendmail, and an MTA not known (no "v", or no SETSYMLIST): only
+ *     actions that mean the same on both MTAs.  Sendmail's INSHEADER index
+ *     counts the header templates of its sendmail.cf (H lines) before the
+ *     message's fields, carried or not (the stock .cf has nine: indexes 1
+ *     to 8 all land at the top), so an index in the middle of the header
+ *     lands wherever the .cf puts it; and its ADDHEADER puts the field above the first
+ *     field of that name, or fills a template of that name.  So:
+ *       appends are INSHEADER past the end (1000000);
+ *       changes and deletes CHGHEADER, bottom up, before anything above;
+ *       fields above every original that stays are INSHEADER 1, right under
+ *         the MTA's Received: (right on Sendmail for every .cf with at
+ *         least two H lines before the message's fields: every .cf built
+ *         from Sendmail's m4 has Return-Path then Received first);
+ *       a field inserted in the middle: one run of original fields stays
+ *         in place (the run between two such inserts whose keeping saves
+ *         the most actions); the original fields above it are deleted and
+ *         inserted again at the top with their values, those below it
+ *         deleted and appended again.  Inserting one field in the middle
+ *         costs 1 + 2 * (the untouched fields on its shorter side) actions
+ *         instead of 1; at the top or at the end it costs 1.
+ *     The MTA's own fields (Received:, and on Sendmail the templates it
+ *     adds such as Date: or Message-Id: when the message lacks them) are
+ *     not in the filter's list; a field the filter moves this way goes
+ *     below an MTA field that was added at the end of the header before
+ *     the milter ran.
+ *   MF_OPT_RECREATE_HEADERS deletes every field and appends the whole list
+ *   on any header change: right on both, at the cost of the whole header. */
 typedef enum mf_mta {
-  MF_MTA_AUTO = 0, /* from macro "v" (Postfix sends "Postfix 3.7.11") */
+  MF_MTA_AUTO = 0, /* from macro "v" (Postfix sends "Postfix 3.7.11",
+                      Sendmail its version "8.17.1.9"); mf_trx_mta() gives
+                      MF_MTA_AUTO while it is not known */
   MF_MTA_POSTFIX = 1,
   MF_MTA_SENDMAIL = 2
 } mf_mta;
@@ -165,9 +210,12 @@ typedef struct mf_opts {
   unsigned flags;              /* MF_OPT_* */
   mf_rcpt_fn validate_rcpt;    /* NULL: none */
   /* Macros decide() reads, space-separated ("{auth_type} {cert_subject}");
-   * requested with SETSYMLIST at every stage up to the decision.  The
-   * library always requests what its own accessors need (i, v, j,
-   * {auth_authen}, {daemon_name}...).  NULL: none extra. */
+   * requested with SETSYMLIST at every stage up to the decision, each list
+   * with the library's own names of that stage (a list replaces the MTA's
+   * configured one for its stage).  Without them only the connect list is
+   * sent: the library's names, "v" among them (HEADER EDITS ON EACH MTA);
+   * the other stages keep the MTA's lists.  An MTA without SETSYMLIST
+   * sends what it is configured to.  NULL: none extra. */
   const char *macros;
   unsigned workers;            /* default: number of CPUs (at least 2) */
   uint64_t progress_ms;        /* send SMFIR_PROGRESS every this while a
@@ -233,6 +281,8 @@ MF_API const char *mf_strerror(int err);
 
 /* The stage at which decide() runs now. */
 MF_API mf_stage mf_trx_stage(const mf_trx *trx);
+/* The MTA the changes are sent for: mf_opts.mta, else from macro "v";
+ * MF_MTA_AUTO when not known (HEADER EDITS ON EACH MTA). */
 MF_API mf_mta mf_trx_mta(const mf_trx *trx);
 
 /* Connection.  Strings valid while the trx is owned by the caller. */
@@ -284,10 +334,11 @@ MF_API int mf_trx_truncated(const mf_trx *trx);
 
 /* Macros by name ("i", "{i}", "{auth_authen}"); NULL when the MTA did not
  * send it.  The trx holds a copy, taken when the decision starts, of the
- * standard macros (Postfix's default milter_*_macros: j _ v i
- * {daemon_name} {client_addr} {auth_type} {auth_authen} {mail_addr}
- * {rcpt_addr} {cert_subject} {tls_version} ... ) and of those listed in
- * mf_opts.macros; other names give NULL. */
+ * standard macros (Postfix's default milter_*_macros and Sendmail's
+ * defaults: j _ v i {daemon_name} {client_addr} {if_addr} {auth_type}
+ * {auth_authen} {auth_ssf} {mail_addr} {rcpt_addr} {cert_subject}
+ * {tls_version} {msg_id} ... ) and of those listed in mf_opts.macros;
+ * other names give NULL. */
 MF_API const char *mf_trx_macro(const mf_trx *trx, const char *name);
 MF_API const char *mf_trx_queue_id(const mf_trx *trx);
 /* The SMTP AUTH user, NULL when the client did not authenticate (absent or

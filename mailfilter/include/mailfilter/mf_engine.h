@@ -41,7 +41,9 @@ MF_API void mf_engine_reset_connection(mf_trx *trx);
  * Defaults before this call: every action, HDR_LEADSPC off, 64 KiB. */
 MF_API void mf_engine_set_negotiated(mf_trx *trx, uint32_t actions,
                                      uint32_t protocol, uint32_t data_size);
-/* MTA flavour (MF_MTA_AUTO: decided from macro "v" when it is set). */
+/* MTA flavour (MF_MTA_AUTO: decided from macro "v" when it is set; not
+ * known without it: actions right on both, mailfilter.h HEADER EDITS ON
+ * EACH MTA). */
 MF_API void mf_engine_set_mta(mf_trx *trx, mf_mta mta);
 
 /* Events, in protocol order.  Strings are copied. */
