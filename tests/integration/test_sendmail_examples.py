@@ -54,41 +54,46 @@ class Logip(unittest.TestCase):
         self.assertNotRegex(m.log(), r"(?m): (error|warning): ")
 
 
+def big_body():
+    """1 MiB in lines of 998 characters."""
+    big = (b"0123456789abcdefghijklmnopqrstuvwxyz" * 29127)[:1 << 20]
+    return b"\n".join(big[i:i + 998] for i in range(0, len(big), 998)) + b"\n"
+
+
 class RcptCount(unittest.TestCase):
+    # One connection: (local parts, subject, body) per transaction; None =
+    # MAIL then RSET.  Every recipient must get X-Rcpt-Count: len(parts).
+    SESSION = [("a b c", "three", "x\n"), ("d", "single", "y\n"), None,
+               ("e f", "big", big_body())]
+
     def test_rcptcount(self):
         port = pftest.free_port()
         spool = tempfile.mkdtemp(prefix="mf-spool-")
         with milter("rcptcount", port, env={"TMPDIR": spool}) as m, \
                 smtest.Sendmail(milter="inet:%d@127.0.0.1" % port) as sm:
             pid = m.proc.pid
-            with sm.client() as c:  # warm up: first connection
-                r = c.send(SENDER, ["one@" + D], pftest.message(subject="one"))
-                self.assertTrue(r.ok, r)
-            sm.wait_delivered("one@" + D)
+            self.assertTrue(sm.send(SENDER, ["one@" + D], pftest.message()).ok)
+            sm.wait_delivered("one@" + D)  # warmed up: the first connection is over
             fds0 = fds(pid)
+            sent = {}
             with sm.client() as c:
-                r = c.send(SENDER, ["a@" + D, "b@" + D, "c@" + D],
-                           pftest.message(subject="three"))
-                self.assertTrue(r.ok, r)
-                r = c.send(SENDER, ["d@" + D], pftest.message(subject="single"))
-                self.assertTrue(r.ok, r)
-                self.assertEqual(c.mail(SENDER)[0], 250)
-                self.assertEqual(c.rset()[0], 250)
-                big = (b"0123456789abcdefghijklmnopqrstuvwxyz" * 29127)[:1 << 20]
-                big = b"\n".join(big[i:i + 998] for i in range(0, len(big), 998)) + b"\n"
-                msg = pftest.message(subject="big", body=big)
-                r = c.send(SENDER, ["e@" + D, "f@" + D], msg)
-                self.assertTrue(r.ok, r)
-            for rc, n in (("a", 3), ("b", 3), ("c", 3), ("d", 1), ("e", 2), ("f", 2)):
-                d = sm.wait_delivered(rc + "@" + D)[0]
-                self.assertEqual(d.header("X-Rcpt-Count"), [str(n)], rc)
-                self.assertEqual(d.headers[-1], ("X-Rcpt-Count", " %d" % n), rc)
-            e = sm.wait_delivered("e@" + D)[0]
-            self.assertEqual(e.body, big)
-            eoh = msg.index(b"\n\n")
-            want = msg[:eoh] + b"\nX-Rcpt-Count: 2" + msg[eoh:]
-            self.assertEqual(e.raw[-len(want):], want)
-            sm.wait_log(r"stat=Sent", count=7)
+                for t in self.SESSION:
+                    if t is None:
+                        self.assertEqual((c.mail(SENDER)[0], c.rset()[0]), (250, 250))
+                        continue
+                    parts, subject, body = t
+                    msg = pftest.message(subject=subject, body=body)
+                    rcpts = ["%s@%s" % (p, D) for p in parts.split()]
+                    self.assertTrue(c.send(SENDER, rcpts, msg).ok, subject)
+                    sent.update((r, (msg, len(rcpts))) for r in rcpts)
+            for rcpt, (msg, n) in sent.items():
+                d = sm.wait_delivered(rcpt)[0]
+                # appended after the original fields, all else byte for byte
+                eoh = msg.index(b"\n\n")
+                want = msg[:eoh] + b"\nX-Rcpt-Count: %d" % n + msg[eoh:]
+                self.assertEqual(d.raw[-len(want):], want, rcpt)
+                self.assertEqual(d.header("X-Rcpt-Count"), [str(n)], rcpt)
+            sm.wait_log(r"stat=Sent", count=1 + len(sent))
             self.assertEqual(sm.log_lines(r"Milter \(mf\).*(error|timeout)"), [])
             pftest.wait_for(lambda: fds(pid) <= fds0, 5, "milter fds back to %d" % fds0)
             self.assertEqual(os.listdir(spool), [])
