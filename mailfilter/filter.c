@@ -118,10 +118,11 @@ struct fconn {
  * milter_*_macros with Sendmail's defaults (Milter.macros.*) that Postfix
  * lacks ({if_name} {if_addr} at connect, {auth_ssf} at MAIL, {msg_id} at
  * end of message).  A symbol list replaces the MTA's list for its stage, so
- * a list the library sends starts with these.  The connect list is always
+ * a list the library sends starts with these.  A connect list is always
  * sent (where the MTA offers SETSYMLIST): it asks for "v", which stock
  * Sendmail does not send at connect and without which the MTA is not
- * known (mailfilter.h, HEADER EDITS ON EACH MTA). */
+ * known (mailfilter.h, HEADER EDITS ON EACH MTA); connect_always when the
+ * user asks for nothing more. */
 static const char *const default_macros[MILTER_M_COUNT] = {
     [MILTER_M_CONNECT] = "j {daemon_name} {daemon_addr} v _ {client_addr} "
                          "{client_name} {client_port} {client_ptr} "
@@ -135,6 +136,12 @@ static const char *const default_macros[MILTER_M_COUNT] = {
     [MILTER_M_EOM] = "i {msg_id}",
     [MILTER_M_EOH] = "i",
 };
+
+/* The connect list sent when the user asks for no macro: Postfix's
+ * default (3.x) and Sendmail's, and "v": what the MTA sent before, no
+ * more (the connection keeps these values as long as it lives). */
+static const char connect_always[] =
+    "j {daemon_name} {daemon_addr} v _ {if_name} {if_addr}";
 
 static int add_name(mf_filter *f, const char *name, size_t len) {
   if (len >= 2 && name[0] == '{' && name[len - 1] == '}') {
@@ -1035,11 +1042,11 @@ static int build_desc(mf_filter *f) {
   int last = macro_stage_of(s);
   for (size_t i = 0; i < sizeof(macro_order) / sizeof(macro_order[0]); i++) {
     int m = macro_order[i];
-    size_t n = strlen(default_macros[m]) + 2 +
-               (user ? strlen(f->user_macros) : 0);
+    const char *base = user ? default_macros[m] : connect_always;
+    size_t n = strlen(base) + 2 + (user ? strlen(f->user_macros) : 0);
     if ((f->symlist[m] = xmalloc(n)) == NULL)
       return MF_E_NOMEM;
-    snprintf(f->symlist[m], n, "%s%s%s", default_macros[m], user ? " " : "",
+    snprintf(f->symlist[m], n, "%s%s%s", base, user ? " " : "",
              user ? f->user_macros : "");
     d->macros[m] = f->symlist[m];
     if (m == last || !user)

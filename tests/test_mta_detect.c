@@ -109,6 +109,7 @@ static void test_connect_list_asks_for_v(void **state) {
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
     if (!has(l, want[i]))
       fail_msg("connect list \"%s\" lacks %s", l, want[i]);
+  assert_false(has(l, "{client_addr}")); /* no more than the MTAs' own */
   /* the other stages keep the MTA's own lists */
   for (int m = 0; m < MILTER_M_COUNT; m++)
     if (m != MILTER_M_CONNECT)

@@ -212,9 +212,9 @@ typedef struct mf_opts {
   /* Macros decide() reads, space-separated ("{auth_type} {cert_subject}");
    * requested with SETSYMLIST at every stage up to the decision, each list
    * with the library's own names of that stage (a list replaces the MTA's
-   * configured one for its stage).  Without them only the connect list is
-   * sent: the library's names, "v" among them (HEADER EDITS ON EACH MTA);
-   * the other stages keep the MTA's lists.  An MTA without SETSYMLIST
+   * configured one for its stage).  Without them only a connect list is
+   * sent: Postfix's and Sendmail's default connect macros and "v" (HEADER
+   * EDITS ON EACH MTA); the other stages keep the MTA's lists.  An MTA without SETSYMLIST
    * sends what it is configured to.  NULL: none extra. */
   const char *macros;
   unsigned workers;            /* default: number of CPUs (at least 2) */
