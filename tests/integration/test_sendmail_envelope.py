@@ -7,8 +7,8 @@ test_mailfilter_postfix.py's Changes, and its PROGRESS test:
 - a decision slower than the X line's read timeout (T=R:2s) survives thanks
   to PROGRESS and fails (451, F=T) without it.  Sendmail's overall
   end-of-message timeout (T=E:) is not extended by PROGRESS: it is checked
-  whenever a reply arrives, so a PROGRESS that comes after E ends the
-  filter (451) -- shown here too.
+  before each read after end of message, so a PROGRESS that comes after E
+  ends the filter ("EOM ACK/NAK timeout", 451) -- shown here too.
 """
 import os
 import sys
@@ -90,7 +90,7 @@ class Progress(unittest.TestCase):
     def test_progress_does_not_extend_the_eom_timeout(self):
         r, log = self.run_slow(500, "C:5s;S:5s;R:10s;E:2s")
         self.assertEqual((r.ok, r.stage, r.code), (False, "data", 451), r)
-        self.assertRegex(log, r"Milter \(mf\): to error state")
+        self.assertRegex(log, r"milter_data\(mf\): EOM ACK/NAK timeout")
 
 
 if __name__ == "__main__":
