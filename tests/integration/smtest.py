@@ -332,6 +332,8 @@ class Sendmail:
             "confLOG_LEVEL": "14",
             "confMILTER_LOG_LEVEL": "14",
             "confPRIVACY_FLAGS": "authwarnings",
+            # no SMTP AUTH offered (there is no SASL set-up behind it)
+            "confAUTH_MECHANISMS": "",
         }
         s.update(self.defines)
         return s
@@ -489,7 +491,15 @@ class Sendmail:
     wait_delivered = pftest.Postfix.wait_delivered
     all_deliveries = pftest.Postfix.all_deliveries
     log = pftest.Postfix.log
-    wait_log = pftest.Postfix.wait_log
+
+    def wait_log(self, regex, timeout=30.0, count=1):
+        """Wait until regex has matched count times in the log; returns the
+        last match (pftest.Postfix.wait_log)."""
+        try:
+            return pftest.Postfix.wait_log(self, regex, timeout, count)
+        except HarnessError as e:
+            raise HarnessError(str(e).replace("Postfix log", "Sendmail log")) from None
+
     log_lines = pftest.Postfix.log_lines
 
     # ---- the queue -----------------------------------------------------------
