@@ -236,7 +236,9 @@ R$+			$#deliver $@ localhost $: $1 @ localhost
 
 def sweep_stale(tmp=None):
     """Delete temp dirs left by test processes that died (their Sendmail
-    died with them: PDEATHSIG)."""
+    died with them: PDEATHSIG), and stop the milters they left
+    (pftest.sweep_stale)."""
+    pftest.sweep_stale(tmp)
     tmp = tmp or tempfile.gettempdir()
     with contextlib.suppress(OSError):
         for n in os.listdir(tmp):
