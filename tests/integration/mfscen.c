@@ -100,6 +100,12 @@ static mf_decision decide(mf_trx *trx, void *ud) {
     mf_hdr_set_nth(h, "X-Rep", 2, "zwei → ändert");
   else if (strcmp(s, "hdr-delete-first") == 0)
     mf_hdr_delete(h, 0);
+  else if (strcmp(s, "hdr-insert2") == 0) /* Sendmail: not its index 2 */
+    mf_hdr_insert(h, 2, "X-Mid", "inserted at 2");
+  else if (strcmp(s, "hdr-add-rep") == 0) /* after the X-Rep already there */
+    mf_hdr_add(h, "X-Rep", "four");
+  else if (strcmp(s, "hdr-add-empty") == 0) /* delivered as "X-Empty:" */
+    mf_hdr_add_raw(h, "X-Empty", "", 0);
   else if (strcmp(s, "rcpt-add") == 0)
     mf_trx_add_rcpt(trx, "<added@test.example>", "NOTIFY=NEVER");
   else if (strcmp(s, "rcpt-del") == 0)

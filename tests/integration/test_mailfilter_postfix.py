@@ -46,6 +46,14 @@ def visible(d):
     return d.headers[1:]
 
 
+# The header edits of mfscen.c, delivered as expect() says; an empty
+# value arrives as "Name:" with nothing after the colon (RAW_CHECKS).
+SCENARIOS = ["hdr-change-first", "hdr-delete-first", "hdr-insert0", "hdr-add",
+             "hdr-delete-rep", "hdr-change-rep", "hdr-insert2", "hdr-add-rep",
+             "hdr-add-empty"]
+RAW_CHECKS = {"hdr-add-empty": ("X-Empty", "")}
+
+
 MSG_HEADERS = [("From", "Sender <sender@test.example>"), ("To", "rcpt@test.example"),
                ("Subject", "scenario"), ("X-Rep", "one"), ("X-Rep", "two"),
                ("X-Rep", "three"), ("Message-ID", "<scen@test.example>"),
@@ -121,16 +129,20 @@ class Changes(unittest.TestCase):
             del h[4]
         elif scen == "hdr-change-rep":
             h[4] = ("X-Rep", "zwei → ändert")
+        elif scen == "hdr-insert2":
+            h.insert(2, ("X-Mid", "inserted at 2"))
+        elif scen == "hdr-add-rep":
+            h.append(("X-Rep", "four"))
+        elif scen == "hdr-add-empty":
+            h.append(("X-Empty", ""))
         return h
 
     def test_headers_envelope_body(self):
         port = pftest.free_port()
-        scens = ["hdr-change-first", "hdr-delete-first", "hdr-insert0", "hdr-add",
-                 "hdr-delete-rep", "hdr-change-rep"]
         for stage in ("eoh", "eom"):
             with mfscen(port, "--stage", stage) as m, \
                     pftest.Postfix(milter="inet:127.0.0.1:%d" % port) as pf:
-                for scen in scens:
+                for scen in SCENARIOS:
                     rcpt = "scen-%s@%s" % (scen, D)
                     r = pf.send(SENDER, [rcpt], scen_message())
                     self.assertTrue(r.ok, r)
@@ -142,6 +154,8 @@ class Changes(unittest.TestCase):
                     for n, v in visible(d):
                         if (n, v.lstrip(" ")) in MSG_HEADERS:
                             self.assertEqual(v, " " + v.lstrip(" "))
+                    if scen in RAW_CHECKS:
+                        self.assertIn(RAW_CHECKS[scen], visible(d), d.raw.decode())
                     self.assertEqual(d.body, b"body line\n")
                 if stage == "eom":
                     self.envelope_and_body(pf)
