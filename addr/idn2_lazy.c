@@ -35,13 +35,9 @@ static char idn_why[160] = "libidn2 not loaded";
 static pthread_once_t idn_once = PTHREAD_ONCE_INIT;
 
 static void idn_load(void) {
-  void *h = dlopen(MFA_IDN2_SONAME, RTLD_NOW | RTLD_LOCAL);
-  if (h == NULL) {
-    const char *e = dlerror();
-    snprintf(idn_why, sizeof idn_why, "cannot load libidn2: %s",
-             e ? e : MFA_IDN2_SONAME);
+  void *h = mf_dlopen(MFA_IDN2_SONAME, "libidn2", idn_why, sizeof idn_why);
+  if (h == NULL)
     return;
-  }
   if (mf_dlsym(h, "idn2_to_ascii_8z", &idn.to_ascii, sizeof idn.to_ascii) ||
       mf_dlsym(h, "idn2_to_unicode_8z8z", &idn.to_unicode,
                sizeof idn.to_unicode)) {

@@ -124,12 +124,9 @@ static char icu_why[160] = "ICU not loaded";
 static pthread_once_t icu_once = PTHREAD_ONCE_INIT;
 
 static void icu_load(void) {
-  void *h = dlopen(ICU_LIB, RTLD_NOW | RTLD_LOCAL);
-  if (h == NULL) {
-    const char *e = dlerror();
-    snprintf(icu_why, sizeof icu_why, "cannot load ICU: %s", e ? e : ICU_LIB);
+  void *h = mf_dlopen(ICU_LIB, "ICU", icu_why, sizeof icu_why);
+  if (h == NULL)
     return;
-  }
 #define ICU_SYM(field, fn)                                                     \
   (mf_dlsym(h, MFA_STR(fn), &icu.field, sizeof icu.field) == 0                 \
        ? 0                                                                     \

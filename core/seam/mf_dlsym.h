@@ -10,7 +10,20 @@
 
 #include <dlfcn.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
+
+/* dlopen(soname), local and resolved now; NULL with "cannot load WHAT:
+ * <the loader's reason>" in why (n bytes) when it cannot be loaded. */
+static inline void *mf_dlopen(const char *soname, const char *what, char *why,
+                              size_t n) {
+  void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+  if (h == NULL) {
+    const char *e = dlerror();
+    snprintf(why, n, "cannot load %s: %s", what, e ? e : soname);
+  }
+  return h;
+}
 
 static inline int mf_dlsym(void *h, const char *name, void *fn, size_t size) {
   void *p = dlsym(h, name);
