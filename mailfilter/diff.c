@@ -127,22 +127,35 @@ static int need_chg(mf_trx *t) {
   return need(t, MILTER_ACT_CHGHDRS, "CHGHDRS (change a header)");
 }
 
+/* A CHANGE whose value would go out empty (a delete to CHGHEADER). */
+static int empty_change(const mf_trx *t, const mf_hdr_change *c) {
+  return c->kind == MF_HDR_CHANGE &&
+         wire_empty(t, c->value, c->value_len, c->leadspc);
+}
+
 /* The diff's changes with every CHANGE to a value that would go out empty
  * (an empty value means delete to CHGHEADER) made a DELETE plus an INSERT
  * of the new value where the field was: right after it, before anything
  * else inserted before the next original (index + 1, first of its
  * index).  The list stays sorted as mf_hdr_diff() sorts it.  *out points
- * into ch's strings; free() it. */
+ * into ch's strings; free() it.  No such change (the usual case): *out is
+ * NULL, nothing allocated, ch is the list. */
 static int split_empty_changes(const mf_trx *t, const mf_hdr_change *ch,
                                size_t n, mf_hdr_change **out, size_t *nout) {
+  *out = NULL;
+  *nout = n;
+  size_t first = 0;
+  while (first < n && !empty_change(t, &ch[first]))
+    first++;
+  if (first == n)
+    return 0;
   mf_hdr_change *x = xmalloc((2 * n + 1) * sizeof(*x));
   if (x == NULL)
     return MF_E_NOMEM;
   size_t m = 0;
   for (size_t i = 0; i < n; i++) {
     x[m++] = ch[i];
-    if (ch[i].kind != MF_HDR_CHANGE ||
-        !wire_empty(t, ch[i].value, ch[i].value_len, ch[i].leadspc))
+    if (!empty_change(t, &ch[i]))
       continue;
     x[m - 1].kind = MF_HDR_DELETE;
     x[m - 1].value = NULL;
@@ -366,10 +379,11 @@ static int header_actions(mf_trx *t, alist *l) {
   size_t nx = 0;
   rc = split_empty_changes(t, ch, n, &x, &nx);
   if (rc == 0) {
+    const mf_hdr_change *use = x != NULL ? x : ch;
     if (mf_engine_mta_of(t) == MF_MTA_POSTFIX)
-      rc = postfix_actions(t, l, x, nx, norig);
+      rc = postfix_actions(t, l, use, nx, norig);
     else
-      rc = safe_actions(t, l, x, nx, norig);
+      rc = safe_actions(t, l, use, nx, norig);
   }
   free(x);
   mf_hdr_changes_free(ch);
