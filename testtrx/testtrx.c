@@ -1,5 +1,6 @@
 /* testtrx.c -- drive the transaction engine (mf_engine.h) the way mf_filter
- * does, with no socket, and apply the resulting actions as Postfix would. */
+ * does, with no socket, and apply the resulting actions as Postfix or
+ * Sendmail would (testtrx.h, MTA MODEL). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -14,9 +15,27 @@
 #include <mailfilter/milter_proto.h>
 #include <mailfilter/testtrx.h>
 
+/* Separators of mf_testtrx_set_sendmail_templates()'s list. */
+#define TMPL_SEP " ,\t"
+/* The H lines of a sendmail.cf built from Sendmail's m4 (cf/m4/proto.m4),
+ * in order. */
+static const char STOCK_TEMPLATES[] =
+    "Return-Path Received Resent-Date Date Resent-From From Full-Name "
+    "Resent-Message-Id Message-Id";
+
 typedef struct kv {
   char *a, *b;
 } kv;
+
+/* One entry of the MTA's header list. */
+typedef struct rent {
+  char *name;
+  char *value;         /* after "name:", CRLF folds; NULL: deleted (Sendmail
+                          keeps the entry) or a template not carried */
+  unsigned char user;  /* from the message or a milter (Sendmail's H_USER) */
+  unsigned char mta;   /* the MTA's own: its Received:, a .cf template */
+  unsigned char trace; /* a Received: template (Sendmail's H_TRACE) */
+} rent;
 
 typedef struct trcpt {
   char *addr, *args;
@@ -27,7 +46,9 @@ typedef struct trcpt {
 struct mf_testtrx {
   mf_opts opts;
   char *macros_copy;
-  mf_mta mta;
+  mf_mta mta;     /* what the engine is told */
+  mf_mta sim_mta; /* whose rules apply the actions; AUTO: the engine's */
+  char *templates; /* Sendmail's H lines, NULL: the stock nine */
   uint32_t actions, protocol, data_size;
   unsigned timeout_ms;
   char *host, *ip, *helo;
@@ -37,7 +58,7 @@ struct mf_testtrx {
   size_t nrcpts;
   kv *macros;
   size_t nmacros;
-  kv *hdrs;
+  kv *hdrs; /* b: the raw value, every byte after the colon */
   size_t nhdrs;
   uint8_t *body;
   size_t body_len;
@@ -52,8 +73,11 @@ struct mf_testtrx {
   milter_action *acts;
   size_t nacts;
 
-  kv *rh; /* resulting header list, [0] the hidden Received: */
+  rent *rh; /* the MTA's header list after the actions */
   size_t nrh;
+  mf_mta rmta;      /* the MTA simulated */
+  size_t above;     /* result fields above the MTA's own Received: */
+  size_t unmatched; /* CHGHEADERs that found no field */
   char *text;
   size_t text_len;
   char *decoded;
@@ -169,7 +193,12 @@ void mf_testtrx_free(mf_testtrx *t) {
   free(t->reply);
   free(t->qreason);
   mf_engine_actions_free(t->acts, t->nacts);
-  free_kv(t->rh, t->nrh);
+  for (size_t i = 0; i < t->nrh; i++) {
+    free(t->rh[i].name);
+    free(t->rh[i].value);
+  }
+  free(t->rh);
+  free(t->templates);
   free(t->text);
   free(t->decoded);
   free(t->rbody);
@@ -192,10 +221,40 @@ const char *mf_testtrx_errmsg(const mf_testtrx *t) { return t ? t->err : ""; }
       return fail((t), MF_E_STATE, "%s after mf_testtrx_run()", __func__);     \
   } while (0)
 
-int mf_testtrx_set_mta(mf_testtrx *t, mf_mta mta) {
+/* *dst = mta, after checking it is one of the three. */
+static int set_mta_to(mf_testtrx *t, mf_mta *dst, mf_mta mta) {
   BEFORE_RUN(t);
-  t->mta = mta;
+  if (mta != MF_MTA_AUTO && mta != MF_MTA_POSTFIX && mta != MF_MTA_SENDMAIL)
+    return fail(t, MF_E_INVAL,
+                "MTA %d is not MF_MTA_AUTO, _POSTFIX or _SENDMAIL", (int)mta);
+  *dst = mta;
   return 0;
+}
+
+int mf_testtrx_set_mta(mf_testtrx *t, mf_mta mta) {
+  return t ? set_mta_to(t, &t->mta, mta) : MF_E_INVAL;
+}
+
+int mf_testtrx_set_simulated_mta(mf_testtrx *t, mf_mta mta) {
+  return t ? set_mta_to(t, &t->sim_mta, mta) : MF_E_INVAL;
+}
+
+int mf_testtrx_set_sendmail_templates(mf_testtrx *t, const char *names) {
+  BEFORE_RUN(t);
+  if (names != NULL) {
+    char *c = strdup(names);
+    if (c == NULL)
+      return MF_E_NOMEM;
+    for (char *save = NULL, *tok = strtok_r(c, TMPL_SEP, &save); tok;
+         tok = strtok_r(NULL, TMPL_SEP, &save))
+      if (!mf_hdr_name_valid(tok)) {
+        fail(t, MF_E_INVAL, "sendmail templates: bad name \"%s\"", tok);
+        free(c);
+        return MF_E_INVAL;
+      }
+    free(c);
+  }
+  return dup_to(&t->templates, names);
 }
 
 int mf_testtrx_set_negotiated(mf_testtrx *t, uint32_t actions,
@@ -270,7 +329,15 @@ int mf_testtrx_header(mf_testtrx *t, const char *name, const char *value) {
   BEFORE_RUN(t);
   if (name == NULL || value == NULL || !mf_hdr_name_valid(name))
     return fail(t, MF_E_INVAL, "header: invalid name or NULL value");
-  return push_kv(&t->hdrs, &t->nhdrs, name, value);
+  /* stored raw: the space after the colon, then the value */
+  char *raw = malloc(strlen(value) + 2);
+  if (raw == NULL)
+    return MF_E_NOMEM;
+  raw[0] = ' ';
+  strcpy(raw + 1, value);
+  int rc = push_kv(&t->hdrs, &t->nhdrs, name, raw);
+  free(raw);
+  return rc;
 }
 
 int mf_testtrx_body(mf_testtrx *t, const void *data, size_t len) {
@@ -305,10 +372,7 @@ int mf_testtrx_message(mf_testtrx *t, const char *raw, size_t len) {
   }
   for (size_t i = 0; i < mf_hdr_count(h) && rc == 0; i++) {
     size_t vl;
-    const char *v = mf_hdr_raw(h, i, &vl);
-    /* Without its leading space, as mf_testtrx_header() takes it. */
-    if (vl > 0 && v[0] == ' ')
-      v++;
+    const char *v = mf_hdr_raw(h, i, &vl); /* every byte after the colon */
     rc = push_kv(&t->hdrs, &t->nhdrs, mf_hdr_name(h, i), v);
   }
   mf_hdr_free(h);
@@ -661,19 +725,13 @@ int mf_testtrx_run(mf_testtrx *t, mf_decide_fn decide, void *ud) {
   if (!decided) {
     int lead = (t->protocol & MILTER_P_HDR_LEADSPC) != 0;
     for (size_t i = 0; i < t->nhdrs; i++) {
+      /* the raw value; without HDR_LEADSPC the MTA drops one space */
       const char *v = t->hdrs[i].b;
-      char *tmp = NULL;
-      if (lead) {
-        if ((tmp = malloc(strlen(v) + 2)) == NULL)
-          return MF_E_NOMEM;
-        tmp[0] = ' ';
-        strcpy(tmp + 1, v);
-        v = tmp;
-      }
+      if (!lead && v[0] == ' ')
+        v++;
       /* Only when the filter reads headers (stage >= EOH): else NOHDRS. */
       if (stage >= MF_STAGE_EOH && !conn_held)
         mf_engine_header(t->trx, t->hdrs[i].a, v, strlen(v), lead);
-      free(tmp);
     }
     mf_engine_eoh(t->trx);
   }
@@ -726,32 +784,16 @@ done:
 }
 
 /* ------------------------------------------------------------------------ */
-/* The MTA's side: apply the actions (Postfix rules)                        */
+/* The MTA's side: apply the actions (Postfix's or Sendmail's rules)        */
 /* ------------------------------------------------------------------------ */
 
-static int rh_insert(mf_testtrx *t, size_t pos, const char *name,
-                     const char *value) {
-  kv *x = realloc(t->rh, (t->nrh + 1) * sizeof(*x));
-  if (x == NULL)
-    return MF_E_NOMEM;
-  t->rh = x;
-  if (pos > t->nrh)
-    pos = t->nrh;
-  memmove(x + pos + 1, x + pos, (t->nrh - pos) * sizeof(*x));
-  x[pos].a = strdup(name);
-  x[pos].b = strdup(value);
-  t->nrh++;
-  return x[pos].a && x[pos].b ? 0 : MF_E_NOMEM;
-}
-
-/* Value as stored: without the leading space the protocol convention may
- * carry, folds as CRLF. */
-static char *norm_value(const mf_testtrx *t, const char *v) {
-  if ((t->protocol & MILTER_P_HDR_LEADSPC) && v[0] == ' ')
-    v++;
-  char *o = malloc(strlen(v) * 2 + 1), *p = o;
+/* v with every line end as CRLF; with a space in front when add_space. */
+static char *crlf_value(const char *v, int add_space) {
+  char *o = malloc(strlen(v) * 2 + 2), *p = o;
   if (o == NULL)
     return NULL;
+  if (add_space)
+    *p++ = ' ';
   for (; *v; v++) {
     if (*v == '\n' && (p == o || p[-1] != '\r'))
       *p++ = '\r';
@@ -761,10 +803,181 @@ static char *norm_value(const mf_testtrx *t, const char *v) {
   return o;
 }
 
+/* A value from a milter action as the MTA stores it: as sent with
+ * HDR_LEADSPC, else after one space that both MTAs add. */
+static char *action_value(const mf_testtrx *t, const char *v) {
+  return crlf_value(v ? v : "", (t->protocol & MILTER_P_HDR_LEADSPC) == 0);
+}
+
+/* Insert an entry at pos (clamped); takes value (may be NULL). */
+static int rh_insert(mf_testtrx *t, size_t pos, const char *name, char *value,
+                     int user) {
+  rent *x = realloc(t->rh, (t->nrh + 1) * sizeof(*x));
+  if (x == NULL) {
+    free(value);
+    return MF_E_NOMEM;
+  }
+  t->rh = x;
+  if (pos > t->nrh)
+    pos = t->nrh;
+  memmove(x + pos + 1, x + pos, (t->nrh - pos) * sizeof(*x));
+  memset(&x[pos], 0, sizeof(x[pos]));
+  x[pos].name = strdup(name);
+  x[pos].value = value;
+  x[pos].user = (unsigned char)user;
+  t->nrh++;
+  return x[pos].name ? 0 : MF_E_NOMEM;
+}
+
+/* The MTA's list before the message's fields: Postfix's own Received:;
+ * Sendmail's .cf templates, valueless but the Received: one. */
+static int rh_mta_fields(mf_testtrx *t) {
+  if (t->rmta != MF_MTA_SENDMAIL) {
+    char *v = strdup(" (the MTA's own)");
+    int rc = v ? rh_insert(t, 0, "Received", v, 0) : MF_E_NOMEM;
+    if (rc == 0)
+      t->rh[0].mta = t->rh[0].trace = 1;
+    return rc;
+  }
+  char *c = strdup(t->templates ? t->templates : STOCK_TEMPLATES);
+  int rc = c ? 0 : MF_E_NOMEM;
+  for (char *save = NULL, *tok = c ? strtok_r(c, TMPL_SEP, &save) : NULL;
+       tok && rc == 0; tok = strtok_r(NULL, TMPL_SEP, &save)) {
+    int trace = strcasecmp(tok, "Received") == 0;
+    char *v = trace ? strdup(" (the MTA's own)") : NULL;
+    if (trace && v == NULL)
+      rc = MF_E_NOMEM;
+    else if ((rc = rh_insert(t, t->nrh, tok, v, 0)) == 0) {
+      t->rh[t->nrh - 1].mta = 1;
+      t->rh[t->nrh - 1].trace = (unsigned char)trace;
+    }
+  }
+  free(c);
+  return rc;
+}
+
+static int rh_visible(const rent *e) {
+  return e->value != NULL && (e->user || !e->mta);
+}
+
+/* Sendmail's addheader(): above the first entry of that name, else at the
+ * end. */
+static int sm_addheader(mf_testtrx *t, const char *name, char *value) {
+  size_t pos = t->nrh;
+  for (size_t i = 0; i < t->nrh && pos == t->nrh; i++)
+    if (strcasecmp(t->rh[i].name, name) == 0)
+      pos = i;
+  return rh_insert(t, pos, name, value, 1);
+}
+
+static void rh_set(rent *e, char *value) {
+  free(e->value);
+  e->value = value;
+  e->user = 1;
+}
+
+static void rh_remove(mf_testtrx *t, size_t i) {
+  free(t->rh[i].name);
+  free(t->rh[i].value);
+  memmove(t->rh + i, t->rh + i + 1, (t->nrh - i - 1) * sizeof(rent));
+  t->nrh--;
+}
+
+/* CHGHEADER name index value (value "" deletes). */
+static int apply_chgheader(mf_testtrx *t, const milter_action *a) {
+  int del = a->value == NULL || a->value[0] == '\0';
+  long want = (long)a->index;
+  rent *sys = NULL;
+  for (size_t i = 0; i < t->nrh; i++) {
+    rent *e = &t->rh[i];
+    if (strcasecmp(e->name, a->name) != 0)
+      continue;
+    if (t->rmta == MF_MTA_SENDMAIL) {
+      /* Sendmail counts the H_USER entries, deleted ones included; a
+       * template that is not a trace field is the fallback */
+      if (!e->user) {
+        if (!e->trace)
+          sys = e;
+        continue;
+      }
+    } else if (e->mta || e->value == NULL) {
+      continue; /* Postfix: its own Received: is not counted */
+    }
+    if (--want > 0)
+      continue;
+    if (del && t->rmta == MF_MTA_SENDMAIL) {
+      free(e->value);
+      e->value = NULL; /* marked, still counted */
+    } else if (del) {
+      rh_remove(t, i);
+    } else {
+      char *v = action_value(t, a->value);
+      if (v == NULL)
+        return MF_E_NOMEM;
+      rh_set(e, v);
+    }
+    return 0;
+  }
+  t->unmatched++;
+  if (sys != NULL) { /* Sendmail: the template takes it */
+    char *v = del ? NULL : action_value(t, a->value);
+    if (!del && v == NULL)
+      return MF_E_NOMEM;
+    free(sys->value);
+    sys->value = v;
+    if (!del)
+      sys->user = 1;
+    return 0;
+  }
+  if (del)
+    return 0; /* a delete of nothing */
+  /* both MTAs add the field: Postfix at the end, Sendmail as addheader() */
+  char *v = action_value(t, a->value);
+  if (v == NULL)
+    return MF_E_NOMEM;
+  return t->rmta == MF_MTA_SENDMAIL ? sm_addheader(t, a->name, v)
+                                    : rh_insert(t, t->nrh, a->name, v, 1);
+}
+
+static int apply_header_action(mf_testtrx *t, const milter_action *a) {
+  if (a->type == MILTER_ACTION_CHGHEADER)
+    return apply_chgheader(t, a);
+  char *v = action_value(t, a->value);
+  if (v == NULL)
+    return MF_E_NOMEM;
+  int sm = t->rmta == MF_MTA_SENDMAIL;
+  if (a->type == MILTER_ACTION_INSHEADER) {
+    /* Postfix: before entry index (its Received: is entry 0); Sendmail:
+     * after entry index, templates included; past the end: appended */
+    size_t pos = a->index;
+    if (sm)
+      pos = t->nrh == 0 ? 0 : (pos < t->nrh - 1 ? pos : t->nrh - 1) + 1;
+    return rh_insert(t, pos, a->name, v, 1);
+  }
+  if (sm) { /* ADDHEADER: fill a template of that name */
+    for (size_t i = 0; i < t->nrh; i++) {
+      rent *e = &t->rh[i];
+      if (strcasecmp(e->name, a->name) == 0 && !e->user && !e->trace) {
+        rh_set(e, v);
+        return 0;
+      }
+    }
+    return sm_addheader(t, a->name, v);
+  }
+  return rh_insert(t, t->nrh, a->name, v, 1);
+}
+
 static int apply_actions(mf_testtrx *t) {
-  int rc = rh_insert(t, 0, "Received", "(hidden: the MTA's own)");
-  for (size_t i = 0; i < t->nhdrs && rc == 0; i++)
-    rc = rh_insert(t, t->nrh, t->hdrs[i].a, t->hdrs[i].b);
+  t->rmta = t->sim_mta != MF_MTA_AUTO ? t->sim_mta
+            : t->trx != NULL          ? mf_trx_mta(t->trx)
+                                      : t->mta;
+  if (t->rmta == MF_MTA_AUTO)
+    t->rmta = MF_MTA_POSTFIX;
+  int rc = rh_mta_fields(t);
+  for (size_t i = 0; i < t->nhdrs && rc == 0; i++) {
+    char *v = crlf_value(t->hdrs[i].b, 0);
+    rc = v ? rh_insert(t, t->nrh, t->hdrs[i].a, v, 1) : MF_E_NOMEM;
+  }
   if (rc != 0)
     return rc;
   /* envelope */
@@ -783,45 +996,12 @@ static int apply_actions(mf_testtrx *t) {
   size_t blen = t->body_len;
   for (size_t k = 0; k < t->nacts; k++) {
     const milter_action *a = &t->acts[k];
-    char *v = NULL;
     switch (a->type) {
     case MILTER_ACTION_ADDHEADER:
-      if ((v = norm_value(t, a->value)) == NULL)
-        return MF_E_NOMEM;
-      rc = rh_insert(t, t->nrh, a->name, v);
-      break;
     case MILTER_ACTION_INSHEADER:
-      if ((v = norm_value(t, a->value)) == NULL)
-        return MF_E_NOMEM;
-      rc = rh_insert(t, a->index, a->name, v);
+    case MILTER_ACTION_CHGHEADER:
+      rc = apply_header_action(t, a);
       break;
-    case MILTER_ACTION_CHGHEADER: {
-      uint32_t seen = 0;
-      for (size_t i = 1; i < t->nrh; i++) {
-        if (strcasecmp(t->rh[i].a, a->name) != 0 || ++seen != a->index)
-          continue;
-        if (a->value == NULL || a->value[0] == '\0') {
-          free(t->rh[i].a);
-          free(t->rh[i].b);
-          memmove(t->rh + i, t->rh + i + 1, (t->nrh - i - 1) * sizeof(kv));
-          t->nrh--;
-        } else {
-          if ((v = norm_value(t, a->value)) == NULL)
-            return MF_E_NOMEM;
-          free(t->rh[i].b);
-          t->rh[i].b = v;
-          v = NULL;
-        }
-        break;
-      }
-      /* Postfix: an index past the last occurrence adds the field. */
-      if (seen < a->index && a->value && a->value[0]) {
-        if ((v = norm_value(t, a->value)) == NULL)
-          return MF_E_NOMEM;
-        rc = rh_insert(t, t->nrh, a->name, v);
-      }
-      break;
-    }
     case MILTER_ACTION_ADDRCPT:
     case MILTER_ACTION_ADDRCPT_PAR: {
       char **x = realloc(t->rrcpt, (t->nrrcpt + 1) * sizeof(*x));
@@ -854,7 +1034,6 @@ static int apply_actions(mf_testtrx *t) {
     case MILTER_ACTION_QUARANTINE:
       break;
     }
-    free(v);
     if (rc != 0)
       return rc;
   }
@@ -863,15 +1042,24 @@ static int apply_actions(mf_testtrx *t) {
   if (blen > 0)
     memcpy(t->rbody, body, blen);
   t->rbody_len = blen;
-  /* the text: visible fields, empty line, body */
+  /* the text: the visible fields as name ":" value, empty line, body */
   size_t cap = blen + 3;
-  for (size_t i = 1; i < t->nrh; i++)
-    cap += strlen(t->rh[i].a) + strlen(t->rh[i].b) + 4;
+  for (size_t i = 0; i < t->nrh; i++)
+    if (rh_visible(&t->rh[i]))
+      cap += strlen(t->rh[i].name) + strlen(t->rh[i].value) + 3;
   if ((t->text = malloc(cap)) == NULL)
     return MF_E_NOMEM;
   char *o = t->text;
-  for (size_t i = 1; i < t->nrh; i++)
-    o += sprintf(o, "%s: %s\r\n", t->rh[i].a, t->rh[i].b);
+  int below = 0;
+  for (size_t i = 0; i < t->nrh; i++) {
+    const rent *e = &t->rh[i];
+    if (e->mta && e->trace && e->value != NULL)
+      below = 1;
+    if (!rh_visible(e))
+      continue;
+    t->above += !below;
+    o += sprintf(o, "%s:%s\r\n", e->name, e->value);
+  }
   o += sprintf(o, "\r\n");
   if (blen)
     memcpy(o, t->rbody, blen);
@@ -914,9 +1102,11 @@ const char *mf_testtrx_result(const mf_testtrx *t, size_t *len) {
 const char *mf_testtrx_result_header(const mf_testtrx *t, const char *name,
                                      size_t nth) {
   size_t seen = 0;
-  for (size_t i = 1; i < t->nrh; i++)
-    if (strcasecmp(t->rh[i].a, name) == 0 && ++seen == nth)
-      return t->rh[i].b;
+  for (size_t i = 0; i < t->nrh; i++) {
+    const rent *e = &t->rh[i];
+    if (rh_visible(e) && strcasecmp(e->name, name) == 0 && ++seen == nth)
+      return e->value + (e->value[0] == ' ');
+  }
   return NULL;
 }
 
@@ -934,8 +1124,18 @@ const char *mf_testtrx_result_header_decoded(const mf_testtrx *t,
 }
 
 size_t mf_testtrx_result_header_count(const mf_testtrx *t) {
-  return t->nrh ? t->nrh - 1 : 0;
+  size_t n = 0;
+  for (size_t i = 0; i < t->nrh; i++)
+    n += (size_t)rh_visible(&t->rh[i]);
+  return n;
 }
+size_t mf_testtrx_result_above_received(const mf_testtrx *t) {
+  return t->above;
+}
+size_t mf_testtrx_result_unmatched(const mf_testtrx *t) {
+  return t->unmatched;
+}
+mf_mta mf_testtrx_result_mta(const mf_testtrx *t) { return t->rmta; }
 const char *mf_testtrx_result_from(const mf_testtrx *t) { return t->rfrom; }
 size_t mf_testtrx_result_rcpt_count(const mf_testtrx *t) { return t->nrrcpt; }
 const char *mf_testtrx_result_rcpt(const mf_testtrx *t, size_t i) {

@@ -37,15 +37,57 @@
  * "run twice", "bad address ..."), so a misused harness fails the test
  * with a message instead of crashing it.
  *
- * MTA MODEL (how the resulting message is computed, as Postfix does):
- *   ADDHEADER appends; INSHEADER index i inserts after i fields of the MTA's
- *   list, whose first field is the MTA's own Received: that the milter never
- *   sees (so index 1 = before the first visible field); CHGHEADER changes
- *   the n-th field of that name (case-insensitive), an empty value deletes
- *   it; ADDRCPT/DELRCPT/CHGFROM edit the envelope; REPLBODY replaces the
- *   body; QUARANTINE holds the message.  The hidden Received: is not part
- *   of mf_testtrx_result().
- */
+ * MTA MODEL (how the resulting message is computed).  Two things are set
+ * apart: the MTA the ENGINE is told (mf_testtrx_set_mta(): Postfix by
+ * default; MF_MTA_AUTO = what macro "v" says, as mf_filter does, unknown
+ * without it) and the MTA SIMULATED, whose rules apply the actions
+ * (mf_testtrx_set_simulated_mta(); by default the MTA the engine ended up
+ * with, Postfix when it did not know).  Both models follow the MTAs'
+ * sources (Postfix's cleanup_milter.c, Sendmail 8.17's milter.c and
+ * headers.c); mailfilter.h, HEADER EDITS ON EACH MTA, says what the engine
+ * sends to each.
+ *   Postfix: its list starts with its own Received: (never seen by the
+ *     milter).  ADDHEADER appends.  INSHEADER index i goes before entry i
+ *     of the list (the Received: is entry 0, so 1 = above the first
+ *     message field; past the end appends).  CHGHEADER changes the
+ *     index-th field of that name (case-insensitive, the Received: not
+ *     counted); an empty value unlinks it; past the last one a non-empty
+ *     value is appended.
+ *   Sendmail: its list starts with the header templates of its sendmail.cf
+ *     (the H lines; an m4-built .cf has nine: Return-Path, Received,
+ *     Resent-Date, Date, Resent-From, From, Full-Name, Resent-Message-Id,
+ *     Message-Id; see mf_testtrx_set_sendmail_templates()), valueless but
+ *     the Received: (the MTA's own), then the message's fields (a message
+ *     field of a template's name empties the template, which stays in
+ *     place).  CHGHEADER counts the fields of that name that came from the
+ *     message or a milter, deleted ones included (an empty value only marks
+ *     the field deleted); when there are fewer, a template of that name
+ *     other than Received: takes the value, else a non-empty value is added
+ *     as by ADDHEADER's last rule.  INSHEADER index i goes after entry i of
+ *     the list, templates included (past the end appends).  ADDHEADER fills
+ *     a template of that name that no milter filled yet (not Received:),
+ *     else goes above the first entry of that name, else appends.
+ *   ADDRCPT/DELRCPT/CHGFROM edit the envelope; REPLBODY replaces the body;
+ *   QUARANTINE holds the message (both MTAs).
+ * THE RESULT TEXT, byte for byte what the MTA delivers apart from its own
+ *   fields: every field the message or a milter put in the list and not
+ *   deleted, in the MTA's order, each line name ":" value CRLF (folds as
+ *   CRLF), then an empty line and the body.
+ *   - a field of the message: its raw value, every byte after the colon as
+ *     received (mf_testtrx_message() keeps them; mf_testtrx_header(n, v)
+ *     is the line n ": " v).  Neither MTA rewrites a field nobody changed.
+ *   - a value from a milter action with HDR_LEADSPC negotiated (the
+ *     default): exactly as sent, on both MTAs: "X-A:v" for "v", "X-A: v"
+ *     for " v", "X-New:" for an empty ADDHEADER/INSHEADER value.
+ *   - without HDR_LEADSPC both MTAs put one space before the value they
+ *     were sent (Sendmail's addleadingspace(), Postfix's header callback):
+ *     "X-A: v" for "v", "X-New: " for "".
+ *   Not in the text: the MTA's own fields -- its Received: and on Sendmail
+ *   the templates it fills itself at delivery (Return-Path, a Date: or
+ *   Message-Id: the message lacks).  A field a milter put above the MTA's
+ *   Received: is in the text, first; mf_testtrx_result_above_received()
+ *   says how many such fields the text starts with.
+  */
 #ifndef MAILFILTER_TESTTRX_H
 #define MAILFILTER_TESTTRX_H
 
@@ -62,16 +104,39 @@ extern "C" {
 typedef struct mf_testtrx mf_testtrx;
 
 /* New harness.  opts as for mf_filter_new() (stage, validate_rcpt, limits,
- * on_error, flags...; NULL = defaults); copied.  Defaults of the simulated
- * MTA: Postfix, protocol v6, every action, HDR_LEADSPC, 64 KiB data size,
- * client "client.example" [192.0.2.1]:25, HELO "client.example". */
+ * on_error, flags...; NULL = defaults; mf_opts.mta is overridden by
+ * mf_testtrx_set_mta()); copied.  Defaults of the simulated MTA: Postfix
+ * (told to the engine and simulated), protocol v6, every action,
+ * HDR_LEADSPC, 64 KiB data size, client "client.example" [192.0.2.1]:25,
+ * HELO "client.example". */
 MF_API int mf_testtrx_new(mf_testtrx **out, const mf_opts *opts);
 MF_API void mf_testtrx_free(mf_testtrx *t);
 /* Why the last call on t failed ("" if it did not). */
 MF_API const char *mf_testtrx_errmsg(const mf_testtrx *t);
 
-/* The simulated MTA. */
+/* The MTA the engine is told (as mf_opts.mta; MTA MODEL): MF_MTA_POSTFIX
+ * (default), MF_MTA_SENDMAIL, or MF_MTA_AUTO: the engine goes by macro "v"
+ * (mf_testtrx_macro(t, "v", "Postfix 3.7.11") or "8.17.1.9") and, without
+ * it, sends only the actions that are right on both MTAs.  Unless
+ * mf_testtrx_set_simulated_mta() says otherwise, the same MTA is
+ * simulated (Postfix when the engine does not know it).  MF_E_INVAL for
+ * another value. */
 MF_API int mf_testtrx_set_mta(mf_testtrx *t, mf_mta mta);
+/* The MTA whose rules apply the actions to the message, whatever the engine
+ * was told or detected: MF_MTA_POSTFIX, MF_MTA_SENDMAIL, or MF_MTA_AUTO
+ * (default): the MTA the engine ended up with (mf_trx_mta()), Postfix when
+ * it did not know.  E.g. set_mta(MF_MTA_AUTO) without "v" and
+ * set_simulated_mta(MF_MTA_SENDMAIL): what a Sendmail that does not send
+ * "v" delivers.  MF_E_INVAL for another value. */
+MF_API int mf_testtrx_set_simulated_mta(mf_testtrx *t, mf_mta mta);
+/* The simulated Sendmail's header templates (its sendmail.cf's H lines), in
+ * order: names separated by spaces or commas ("Return-Path Received ...");
+ * an entry named Received is the MTA's own Received: (the others carry no
+ * value until a milter fills them).  NULL (default): the nine of a .cf
+ * built from Sendmail's m4 (MTA MODEL).  Only Sendmail uses them.
+ * MF_E_INVAL for a name that is not a valid field name. */
+MF_API int mf_testtrx_set_sendmail_templates(mf_testtrx *t,
+                                             const char *names);
 /* actions MILTER_ACT_*, protocol MILTER_P_* (only HDR_LEADSPC matters to
  * the transaction), data_size MILTER_DATA_64K/256K/1M. */
 MF_API int mf_testtrx_set_negotiated(mf_testtrx *t, uint32_t actions,
@@ -89,14 +154,16 @@ MF_API int mf_testtrx_rcpt(mf_testtrx *t, const char *addr, const char *args);
 /* A macro ("i", "{auth_authen}"), visible to the decision function. */
 MF_API int mf_testtrx_macro(mf_testtrx *t, const char *name,
                             const char *value);
-/* One header field; value as after "Name:" without the leading space
- * (folding with "\r\n" or "\n" allowed). */
+/* One header field "name: value": value as after "Name:" without the
+ * leading space, which is added (folding with "\r\n" or "\n" allowed).
+ * A value without that space ("X-A:v"): mf_testtrx_message(). */
 MF_API int mf_testtrx_header(mf_testtrx *t, const char *name,
                              const char *value);
 /* Append body bytes (as the MTA sends them: CRLF line ends). */
 MF_API int mf_testtrx_body(mf_testtrx *t, const void *data, size_t len);
-/* A whole RFC 5322 message: the header fields, then the body.  len
- * (size_t)-1 = strlen. */
+/* A whole RFC 5322 message: the header fields (each value kept byte for
+ * byte: every byte after the colon), then the body.  len (size_t)-1 =
+ * strlen. */
 MF_API int mf_testtrx_message(mf_testtrx *t, const char *raw, size_t len);
 MF_API int mf_testtrx_message_file(mf_testtrx *t, const char *path);
 
@@ -135,9 +202,11 @@ MF_API mf_decision mf_testtrx_rcpt_result(const mf_testtrx *t, size_t i);
 MF_API const char *mf_testtrx_rcpt_reply(const mf_testtrx *t, size_t i);
 
 /* The message after the actions (only for MF_ACCEPT / MF_QUARANTINE):
- * the whole text (headers with CRLF, empty line, body), a header's raw
- * value (n-th of that name, 1-based, without the leading space; NULL if
- * none), its decoded value (RFC 2047 to UTF-8), the envelope. */
+ * the whole text (THE RESULT TEXT above: each field name ":" value with
+ * CRLF, empty line, body), a header's raw value (n-th of that name,
+ * 1-based, without its leading space if it has one; NULL if none), its
+ * decoded value (RFC 2047 to UTF-8), how many fields there are, the
+ * envelope. */
 MF_API const char *mf_testtrx_result(const mf_testtrx *t, size_t *len);
 MF_API const char *mf_testtrx_result_header(const mf_testtrx *t,
                                             const char *name, size_t nth);
@@ -150,6 +219,14 @@ MF_API size_t mf_testtrx_result_rcpt_count(const mf_testtrx *t);
 MF_API const char *mf_testtrx_result_rcpt(const mf_testtrx *t, size_t i);
 MF_API const uint8_t *mf_testtrx_result_body(const mf_testtrx *t,
                                              size_t *len);
+/* How many of the result's first fields the MTA put above its own
+ * Received: (0 when every field is below it, as the engine arranges). */
+MF_API size_t mf_testtrx_result_above_received(const mf_testtrx *t);
+/* How many CHGHEADER actions found no field of that name at that index
+ * (MTA MODEL says what each MTA does then); 0 from a correct engine. */
+MF_API size_t mf_testtrx_result_unmatched(const mf_testtrx *t);
+/* The MTA simulated: MF_MTA_POSTFIX or MF_MTA_SENDMAIL. */
+MF_API mf_mta mf_testtrx_result_mta(const mf_testtrx *t);
 
 /* Name of a milter action type ("CHGHEADER"), for messages. */
 MF_API const char *mf_testtrx_action_name(int type);
