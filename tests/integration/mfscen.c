@@ -106,6 +106,14 @@ static mf_decision decide(mf_trx *trx, void *ud) {
     mf_hdr_add(h, "X-Rep", "four");
   else if (strcmp(s, "hdr-add-empty") == 0) /* delivered as "X-Empty:" */
     mf_hdr_add_raw(h, "X-Empty", "", 0);
+  else if (strcmp(s, "hdr-rcpt-count") == 0) { /* this message's recipients */
+    char n[32];
+    snprintf(n, sizeof n, "%zu", mf_trx_rcpt_count(trx));
+    mf_hdr_add(h, "X-Rcpt-Count", n);
+  } else if (strcmp(s, "hdr-from-bare") == 0) /* Sendmail: "1@<its host>" */
+    mf_hdr_set_nth(h, "From", 1, "1");
+  else if (strcmp(s, "hdr-add-date") == 0) /* the MTA may have added one */
+    mf_hdr_add(h, "Date", "Mon, 1 Jan 2024 00:00:00 +0000");
   else if (strcmp(s, "rcpt-add") == 0)
     mf_trx_add_rcpt(trx, "<added@test.example>", "NOTIFY=NEVER");
   else if (strcmp(s, "rcpt-del") == 0)

@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""Where Sendmail and Postfix differ as a milter sees them, each shown
+against both real MTAs side by side (pftest.Postfix 3.7, smtest.Sendmail
+8.17), one TestCase per difference.  The packets are read on the wire
+(milterwire.py): a milter of our own (milterwire.Scripted, exact control
+of the negotiation and of every action) or a recording proxy in front of
+the library (milterwire.Spy + mfscen).  The README's "Sendmail and Postfix
+side by side" table lists each difference with the test that shows it.
+
+- AfterFinalReply: what follows an accept/reject at end of headers, an
+  accepted message and a RSET: Postfix sends ABORT (two before QUIT),
+  Sendmail none; what the library sends and how the next message on the
+  connection is clean;
+- LeadingSpace: header values sent and ADDHEADER values delivered, with
+  and without SMFIP_HDR_LEADSPC (the same on both);
+- AddressHeaders: Sendmail qualifies the addresses of sender headers (From,
+  Reply-To) at delivery, a milter's values too; Postfix qualifies only what
+  the client sent;
+- MissingHeaders: Date/From/Message-Id added when missing -- by Postfix at
+  the end, sent to the milter; by Sendmail at the top, never sent -- and
+  what a delete or an add of Date does then;
+- InsertIndex: where INSHEADER k and an ADDHEADER of a name already there
+  land;
+- Macros: the macros each sends by default, and at which step.
+"""
+import os
+import re
+import struct
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import milterwire as mw  # noqa: E402
+import pftest  # noqa: E402
+import smtest  # noqa: E402
+from test_mailfilter_postfix import mfscen  # noqa: E402
+
+D = pftest.Postfix.domain
+SENDER = "sender@" + D
+MTAS = ("postfix", "sendmail")
+SM_HOST = smtest.HOSTNAME
+
+# A message with the fields every MTA would otherwise add.
+FULL = (b"From: a@test.example\nTo: b@test.example\nSubject: s\nX-A: one\nX-B: b\n"
+        b"Message-ID: <m@test.example>\nDate: Tue, 24 Nov 2026 12:00:00 +0000\n\nbody\n")
+# Without Date and Message-ID.
+NO_DATE = b"From: a@test.example\nTo: b@test.example\nSubject: s\n\nbody\n"
+
+
+def mta(kind, port):
+    """A private MTA of that kind whose milter is 127.0.0.1:port."""
+    if kind == "postfix":
+        return pftest.Postfix(milter="inet:127.0.0.1:%d" % port)
+    return smtest.Sendmail(milter="inet:%d@127.0.0.1" % port)
+
+
+def local(conn):
+    """Local part of the last RCPT the milter was sent on conn."""
+    rs = [x[1] for x in conn.seq(">") if x[0] == "R"]
+    return rs[-1].strip("<>").split("@")[0] if rs else ""
+
+
+def by_rcpt(actions):
+    """A Scripted script: at end of message, the actions listed for the
+    last recipient's local part, then ACCEPT."""
+    def script(conn, cmd, data):
+        if cmd == "E":
+            return list(actions.get(local(conn), [])) + [("a", b"")]
+        return None
+    return script
+
+
+def ins(index, name, value):
+    return ("i", struct.pack(">I", index) + mw.nul(name, value))
+
+
+def chg(nth, name, value):
+    return ("m", struct.pack(">I", nth) + mw.nul(name, value))
+
+
+def add(name, value):
+    return ("h", mw.nul(name, value))
+
+
+def head_lines(d):
+    """The delivered header as raw lines (continuation lines joined)."""
+    return re.sub(r"\n[ \t]", " ", d.raw.decode("utf-8").split("\n\n", 1)[0]).split("\n")
+
+
+def names(d):
+    return [n for n, _ in d.headers]
+
+
+def transactions(conn):
+    """conn's packets as one string per SMTP transaction (split before
+    each MAIL; the first element is what came before the first MAIL):
+    MTA commands upper case, milter replies lower case ('y' a custom
+    reply), MACRO packets left out, a run of header packets 'L+' and of
+    body chunks 'B+'."""
+    s = "".join(c for _, c, _ in conn.packets if c != "D")
+    s = re.sub(r"(Lc?)+", "L+", s)
+    s = re.sub(r"(Bc?)+", "B+", s)
+    return re.split(r"(?=M)", s)
+
+
+class AfterFinalReply(unittest.TestCase):
+    """After a final reply before end of message (accept or reject at end
+    of headers), after an accepted message and after RSET: Postfix sends
+    SMFIC_ABORT before the next MAIL (and two before QUIT), Sendmail sends
+    none -- except on RSET to a milter that replied to MAIL.  Neither sends
+    the body or end of message after an accept at end of headers.  Through
+    the library (mfscen deciding at end of headers; it negotiates no
+    replies before end of message, no DATA and no body): its one final
+    reply per message comes at end of message, and the next message on the
+    connection is clean on both."""
+
+    def test_raw_milter(self):
+        def script(conn, cmd, data):
+            if cmd == "N" and local(conn) == "acc-eoh":
+                return [("a", b"")]
+            if cmd == "N" and local(conn) == "rej-eoh":
+                return [("y", b"550 5.7.1 no\0")]
+            return None
+        got = {}
+        for kind in MTAS:
+            with mw.Scripted(script) as sc, mta(kind, sc.port) as m:
+                with m.client() as c:
+                    r1 = c.send(SENDER, ["acc-eoh@" + D], FULL)
+                    r2 = c.send(SENDER, ["rej-eoh@" + D], FULL)
+                    r3 = c.send(SENDER, ["plain@" + D], FULL)
+                    rs = (c.mail(SENDER)[0], c.rset()[0])
+                    r4 = c.send(SENDER, ["last@" + D], FULL)
+                self.assertEqual([r1.ok, r2.code, r3.ok, rs, r4.ok],
+                                 [True, 550, True, (250, 250), True], kind)
+                self.assertEqual(len(m.wait_delivered("acc-eoh@" + D)), 1)
+                got[kind] = transactions(sc.wait_closed(1)[0])
+        self.assertEqual(got, {
+            "postfix": ["OOCcHc",
+                        "McRcTcL+NaA",        # accept at EOH: ABORT
+                        "McRcTcL+NyA",        # reject at EOH: ABORT
+                        "McRcTcL+NcB+EaA",    # accepted at EOM: ABORT
+                        "McA",                # MAIL, RSET
+                        "McRcTcL+NcB+EaAAQ"],  # two ABORTs, QUIT
+            "sendmail": ["OOCcHc",
+                         "McRcTcL+Na",
+                         "McRcTcL+Ny",
+                         "McRcTcL+NcB+Ea",
+                         "McA",
+                         "McRcTcL+NcB+EaQ"]})
+
+    def test_library(self):
+        port = pftest.free_port()
+        got, actions = {}, {}
+        for kind in MTAS:
+            with mfscen(port, "--stage", "eoh") as lib, mw.Spy(port) as spy, \
+                    mta(kind, spy.port) as m:
+                with m.client() as c:
+                    r1 = c.send(SENDER, ["plain@" + D], FULL)
+                    r2 = c.send(SENDER, ["scen-hdr-rcpt-count@" + D, "second@" + D], FULL)
+                    rs = (c.mail(SENDER)[0], c.rset()[0])
+                    r3 = c.send(SENDER, ["scen-hdr-rcpt-count@" + D], FULL)
+                self.assertEqual([r1.ok, r2.ok, rs, r3.ok], [True, True, (250, 250), True])
+                conn = spy.wait_closed(1)[0]
+                got[kind] = transactions(conn)
+                actions[kind] = [x for x in conn.seq("<") if x[0] in "hi"]
+                self.assertEqual(m.wait_delivered("plain@" + D)[0].header("X-Rcpt-Count"), [])
+                self.assertEqual(m.wait_delivered("second@" + D)[0].header("X-Rcpt-Count"),
+                                 ["2"])
+                self.assertEqual([d.header("X-Rcpt-Count") for d in
+                                  m.wait_delivered("scen-hdr-rcpt-count@" + D, 2)],
+                                 [["2"], ["1"]])
+            self.assertEqual(lib.returncode, 0, lib.log())
+            # exactly one final reply for each message
+            for t in got[kind][1:]:
+                if "N" in t:
+                    self.assertEqual(len(re.findall(r"[acdrty]", t)), 1, got[kind])
+        self.assertEqual(got, {
+            "postfix": ["OOCH",
+                        "MRL+NEaA",
+                        "MRRL+NEhaA",
+                        "MA",                 # MAIL, RSET
+                        "MRL+NEhaAAQ"],
+            # RSET: no ABORT to a milter that did not reply to MAIL
+            "sendmail": ["OOCH",
+                         "MRL+NEa",
+                         "MRRL+NEia",
+                         "M",
+                         "MRL+NEiaQ"]})
+        # the append: ADDHEADER on Postfix, INSHEADER past the end on Sendmail
+        self.assertEqual(actions, {
+            "postfix": [("h", "X-Rcpt-Count", " 2"), ("h", "X-Rcpt-Count", " 1")],
+            "sendmail": [("i", 1000000, "X-Rcpt-Count", " 2"),
+                         ("i", 1000000, "X-Rcpt-Count", " 1")]})
+
+
+class LeadingSpace(unittest.TestCase):
+    """Header values as sent to the milter and ADDHEADER values as
+    delivered, with and without SMFIP_HDR_LEADSPC: identical on both MTAs.
+    Without it one leading space is taken off each value sent ("X-A:  v"
+    arrives as " v", "X-C: " as "") and one is put before each value added
+    ("" is delivered "X-N3: "); with it both ways are byte for byte."""
+
+    MSG = b"From: a@test.example\nTo: b@test.example\nSubject: s\n" \
+          b"X-A: v\nX-A:v\nX-A:  v\nX-B:\nX-C: \n\nbody\n"
+    ADD = [add("X-N1", "v"), add("X-N2", " v"), add("X-N3", "")]
+
+    def test_values(self):
+        got = {}
+        for kind in MTAS:
+            for proto in (0, mw.P_HDR_LEADSPC):
+                with mw.Scripted(by_rcpt({"ls": self.ADD}), protocol=proto) as sc, \
+                        mta(kind, sc.port) as m:
+                    self.assertTrue(m.send(SENDER, ["ls@" + D], self.MSG).ok)
+                    d = m.wait_delivered("ls@" + D)[0]
+                    sent = [v for n, v in sc.wait_closed(1)[0].headers() if n.startswith("X-")]
+                    lines = [x for x in head_lines(d) if x.startswith("X-")]
+                got[kind, bool(proto)] = (sent, lines)
+        delivered_x = ["X-A: v", "X-A:v", "X-A:  v", "X-B:", "X-C: "]
+        without = (["v", "v", " v", "", ""],
+                   delivered_x + ["X-N1: v", "X-N2:  v", "X-N3: "])
+        with_ = ([" v", "v", "  v", "", " "],
+                 delivered_x + ["X-N1:v", "X-N2: v", "X-N3:"])
+        self.assertEqual(got, {("postfix", False): without, ("sendmail", False): without,
+                               ("postfix", True): with_, ("sendmail", True): with_})
+
+
+class AddressHeaders(unittest.TestCase):
+    """Sendmail rewrites the addresses of sender headers (From, Reply-To)
+    at delivery, the client's and a milter's alike: a From set to "1" by a
+    milter is delivered "1@<its host name>".  Recipient headers (To, Cc)
+    are left alone.  Postfix qualifies the unqualified addresses a local
+    client sent, in every address header, but never a milter's value."""
+
+    EDITS = [chg(1, "From", " 1"), chg(1, "To", " 2"), add("Reply-To", " x"),
+             add("Cc", " 3")]
+    CLIENT = b"From: 1\nTo: 2\nReply-To: y\nSubject: s\n\nbody\n"
+    FIELDS = ("From", "To", "Reply-To", "Cc")
+
+    def fields(self, d):
+        return {n: v.strip() for n, v in d.headers if n in self.FIELDS}
+
+    def test_rewrites(self):
+        got, host = {}, {"sendmail": SM_HOST}
+        port = pftest.free_port()
+        for kind in MTAS:
+            with mw.Scripted(by_rcpt({"edit": self.EDITS})) as sc, mta(kind, sc.port) as m:
+                with m.client() as c:
+                    self.assertTrue(c.send(SENDER, ["edit@" + D], FULL).ok)
+                    self.assertTrue(c.send(SENDER, ["client@" + D], self.CLIENT).ok)
+                if kind == "postfix":
+                    host[kind] = m.main_cf()["myhostname"]
+                got[kind] = [self.fields(m.wait_delivered(r + "@" + D)[0])
+                             for r in ("edit", "client")]
+            # the same edit through the library (mf_hdr_set_nth "From" "1")
+            with mfscen(port) as lib, mta(kind, port) as m:
+                self.assertTrue(m.send(SENDER, ["scen-hdr-from-bare@" + D], FULL).ok)
+                got[kind].append(m.wait_delivered("scen-hdr-from-bare@" + D)[0]
+                                 .header("From"))
+            self.assertEqual(lib.returncode, 0, lib.log())
+        pf, sm = "@" + host["postfix"], "@" + host["sendmail"]
+        self.assertEqual(got, {
+            # the milter's edits; the client's values; the library's edit
+            "postfix": [{"From": "1", "To": "2", "Reply-To": "x", "Cc": "3"},
+                        {"From": "1" + pf, "To": "2" + pf, "Reply-To": "y" + pf},
+                        ["1"]],
+            "sendmail": [{"From": "1" + sm, "To": "2", "Reply-To": "x" + sm, "Cc": "3"},
+                         {"From": "1" + sm, "To": "2", "Reply-To": "y" + sm},
+                         ["1" + sm]]})
+
+
+class MissingHeaders(unittest.TestCase):
+    """A message without Date, Message-Id or From: Postfix appends them at
+    the end of the header and sends them to the milter as the message's
+    last fields; Sendmail puts them at the top, under its Received, and
+    never sends them.  A Date deleted at end of message is not added again
+    by either, even one the milter never saw (Sendmail's: CHGHEADER finds
+    it by name).  A Date added where Sendmail made one: ADDHEADER takes
+    the place of Sendmail's (one Date), INSHEADER -- what the library sends
+    for an append on Sendmail -- keeps both, as on Postfix (which sent its
+    Date to the milter)."""
+
+    DATE = "Mon, 1 Jan 2024 00:00:00 +0000"
+    ACTIONS = {"del-date": [chg(1, "Date", "")], "del-date-nd": [chg(1, "Date", "")],
+               "add-date-nd": [add("Date", " " + DATE)],
+               "ins-date-nd": [ins(1000000, "Date", " " + DATE)]}
+
+    def dates(self, d):
+        """Whose each delivered Date is: "milter" (DATE) or "mta"."""
+        return ["milter" if v.strip() == self.DATE else "mta" for v in d.header("Date")]
+
+    def test_missing(self):
+        got = {}
+        port = pftest.free_port()
+        for kind in MTAS:
+            with mw.Scripted(by_rcpt(self.ACTIONS)) as sc, mta(kind, sc.port) as m:
+                with m.client() as c:
+                    self.assertTrue(c.send(SENDER, ["bare@" + D], b"Subject: bare\n\nbody\n").ok)
+                    self.assertTrue(c.send(SENDER, ["del-date@" + D], FULL).ok)
+                    for r in ("del-date-nd", "add-date-nd", "ins-date-nd"):
+                        self.assertTrue(c.send(SENDER, [r + "@" + D], NO_DATE).ok)
+                ps = sc.wait_closed(1)[0].seq(">")
+                first = ps[:[i for i, x in enumerate(ps) if x[0] == "M"][1]]
+                got[kind] = {"sent": [x[1] for x in first if x[0] == "L"],
+                             "delivered": names(m.wait_delivered("bare@" + D)[0])}
+                for r in self.ACTIONS:
+                    got[kind][r] = self.dates(m.wait_delivered(r + "@" + D)[0])
+            # the library appends a Date to a message without one
+            with mfscen(port) as lib, mta(kind, port) as m:
+                self.assertTrue(m.send(SENDER, ["scen-hdr-add-date@" + D], NO_DATE).ok)
+                d = m.wait_delivered("scen-hdr-add-date@" + D)[0]
+                got[kind]["library"] = [n for n in names(d) if n in ("Date", "Subject")]
+            self.assertEqual(lib.returncode, 0, lib.log())
+        self.assertEqual(got, {
+            "postfix": {"sent": ["Subject", "Message-Id", "Date", "From"],
+                        "delivered": ["Received", "Subject", "Message-Id", "Date", "From"],
+                        "del-date": [], "del-date-nd": [],
+                        "add-date-nd": ["mta", "milter"], "ins-date-nd": ["mta", "milter"],
+                        "library": ["Subject", "Date", "Date"]},
+            "sendmail": {"sent": ["Subject"],
+                         "delivered": ["Received", "Date", "From", "Message-Id", "Subject"],
+                         "del-date": [], "del-date-nd": [],
+                         "add-date-nd": ["milter"], "ins-date-nd": ["mta", "milter"],
+                         "library": ["Date", "Subject", "Date"]}})
+
+
+class InsertIndex(unittest.TestCase):
+    """INSHEADER k on FULL (From To Subject X-A X-B Message-ID Date): on
+    Postfix k counts its Received as 0, so 0 lands above it and k from 1
+    before the message's field k; on Sendmail 0 lands above its Received
+    too, but 1 to 8 all land right under it (its .cf's header templates
+    count) and 9 after the first field.  ADDHEADER of a name already
+    there: appended on Postfix, above the first field of that name on
+    Sendmail.  (The library's own inserts and appends land where the
+    filter put them on both: test_sendmail_headers.py and
+    test_mailfilter_postfix.py's Changes.)"""
+
+    INDEXES = (0, 1, 2, 8, 9)
+
+    def test_positions(self):
+        acts = {"ins%d" % k: [ins(k, "X-New", " n")] for k in self.INDEXES}
+        acts["add-rep"] = [add("X-A", " two")]
+        got = {}
+        for kind in MTAS:
+            with mw.Scripted(by_rcpt(acts)) as sc, mta(kind, sc.port) as m:
+                with m.client() as c:
+                    for r in acts:
+                        self.assertTrue(c.send(SENDER, [r + "@" + D], FULL).ok)
+                got[kind] = {}
+                for r in acts:
+                    d = m.wait_delivered(r + "@" + D)[0]
+                    if r == "add-rep":
+                        got[kind][r] = [v.strip() for v in d.header("X-A")]
+                    else:  # what the new field lands after
+                        n = names(d)
+                        got[kind][r] = n[n.index("X-New") - 1] if n.index("X-New") else None
+        self.assertEqual(got, {
+            "postfix": {"ins0": None, "ins1": "Received", "ins2": "From", "ins8": "Date",
+                        "ins9": "Date", "add-rep": ["one", "two"]},
+            "sendmail": {"ins0": None, "ins1": "Received", "ins2": "Received",
+                         "ins8": "Received", "ins9": "From", "add-rep": ["two", "one"]}})
+
+
+class Macros(unittest.TestCase):
+    """The macros each MTA sends to a milter that asks for none (no
+    SETSYMLIST): at connect Postfix sends j {daemon_name} {daemon_addr} v
+    _, Sendmail j _ {daemon_name} {if_name} (no v: the library asks for it,
+    test_sendmail_macros.py); the queue id i comes with every step from
+    DATA to end of message on Postfix, with MAIL only on Sendmail, which
+    alone sends {msg_id} (at end of message)."""
+
+    def test_defaults(self):
+        got = {}
+        for kind in MTAS:
+            with mw.Scripted() as sc, mta(kind, sc.port) as m:
+                r = m.send(SENDER, ["macros@" + D], FULL)
+                self.assertTrue(r.ok, r)
+                ms = sc.wait_closed(1)[0].macros()
+            connect = dict(ms[0][1]) if ms[0][0] == "C" else {}
+            qid = r.text.split()[-1] if kind == "postfix" else r.text.split()[1]
+            got[kind] = {
+                "connect": sorted(connect),
+                "i": "".join(c for c, m in ms if m.get("i") == qid),
+                "msg_id": "".join(c for c, m in ms if "{msg_id}" in m),
+                "v": connect.get("v")}
+            if kind == "postfix":
+                self.assertRegex(got[kind].pop("v"), r"^Postfix \d")
+        self.assertEqual(got, {
+            "postfix": {"connect": ["_", "j", "v", "{daemon_addr}", "{daemon_name}"],
+                        "i": "TLLLLLLLNBE", "msg_id": ""},
+            "sendmail": {"connect": ["_", "j", "{daemon_name}", "{if_name}"],
+                         "i": "M", "msg_id": "E", "v": None}})
+
+
+if __name__ == "__main__":
+    pftest.require_root()
+    smtest.main()
