@@ -27,6 +27,7 @@ import time
 
 # SMFIP_* (protocol steps) and SMFIF_* (actions) used by the tests
 P_SKIP = 0x400
+P_RCPT_REJ = 0x800
 P_HDR_LEADSPC = 0x100000
 P_ALL_STEPS = 0x1FFFFF
 ACT_ALL = 0x1FF

@@ -21,7 +21,9 @@ side by side" table lists each difference with the test that shows it.
   what a delete or an add of Date does then;
 - InsertIndex: where INSHEADER k and an ADDHEADER of a name already there
   land;
-- Macros: the macros each sends by default, and at which step.
+- Macros: the macros each sends by default, and at which step;
+- RejectedRecipients: with SMFIP_RCPT_REJ Postfix sends the recipients it
+  refused, Sendmail does not.
 """
 import os
 import re
@@ -390,6 +392,42 @@ class Macros(unittest.TestCase):
             "sendmail": {"connect": ["_", "j", "{daemon_name}", "{if_name}"],
                          "i": "M", "msg_id": "E", "v": None}})
 
+
+
+class RejectedRecipients(unittest.TestCase):
+    """With SMFIP_RCPT_REJ negotiated, Postfix sends the milter every
+    recipient it refused itself (after the accepted ones' order, with
+    {rcpt_mailer} "error", {rcpt_host} the DSN code and {rcpt_addr} its
+    reply text); Sendmail sends none of those its rulesets refused (ruleset
+    0's $#error for another domain, check_rcpt for a local one).  (The
+    library does not ask for SMFIP_RCPT_REJ.)"""
+
+    def test_refused_rcpts(self):
+        pf_main = {"smtpd_recipient_restrictions": "check_recipient_access "
+                   "inline:{ { bad-rcpt@test.example = REJECT refused by access } }"}
+        sm_mc = ("LOCAL_RULESETS\nSLocal_check_rcpt\n"
+                 "R$* bad-rcpt $*\t$#error $@ 5.7.1 $: \"550 refused by check_rcpt\"\n")
+        rcpts = ["r@" + D, "bad@elsewhere.example", "bad-rcpt@" + D]
+        got = {}
+        for kind in MTAS:
+            with mw.Scripted(protocol=mw.P_RCPT_REJ) as sc:
+                if kind == "postfix":
+                    m = pftest.Postfix(milter="inet:127.0.0.1:%d" % sc.port, main=pf_main)
+                else:
+                    m = smtest.Sendmail(milter="inet:%d@127.0.0.1" % sc.port, mc=sm_mc)
+                with m:
+                    r = m.send(SENDER, rcpts, pftest.message())
+                    self.assertTrue(r.ok, r)
+                    self.assertEqual(sorted(r.refused), sorted(rcpts[1:]), r)
+                    self.assertEqual(r.refused["bad-rcpt@" + D][1].split()[0], "5.7.1", r)
+                ps = sc.wait_closed(1)[0].seq(">", skip="")
+            got[kind] = [(x[1], ps[i - 1][2].get("{rcpt_mailer}"), ps[i - 1][2].get("{rcpt_host}"))
+                         for i, x in enumerate(ps) if x[0] == "R"]
+        self.assertEqual(got, {
+            "postfix": [("<r@test.example>", "deliver", "test.example"),
+                        ("<bad@elsewhere.example>", "error", "5.1.1"),
+                        ("<bad-rcpt@test.example>", "error", "5.7.1")],
+            "sendmail": [("<r@test.example>", "deliver", "test.example")]})
 
 if __name__ == "__main__":
     pftest.require_root()
