@@ -23,7 +23,9 @@ side by side" table lists each difference with the test that shows it.
   land;
 - Macros: the macros each sends by default, and at which step;
 - RejectedRecipients: with SMFIP_RCPT_REJ Postfix sends the recipients it
-  refused, Sendmail does not.
+  refused, Sendmail does not;
+- ConnectDecisions: after a reject or tempfail at connect Postfix answers
+  MAIL with the milter's reply, Sendmail with its own.
 """
 import os
 import re
@@ -107,7 +109,7 @@ def transactions(conn):
 
 class AfterFinalReply(unittest.TestCase):
     """After a final reply before end of message (accept or reject at end
-    of headers), after an accepted message and after RSET: Postfix sends
+    of headers, accept at RCPT), after an accepted message and after RSET: Postfix sends
     SMFIC_ABORT before the next MAIL (and two before QUIT), Sendmail sends
     none -- except on RSET to a milter that replied to MAIL.  Neither sends
     the body or end of message after an accept at end of headers.  Through
@@ -122,6 +124,8 @@ class AfterFinalReply(unittest.TestCase):
                 return [("a", b"")]
             if cmd == "N" and local(conn) == "rej-eoh":
                 return [("y", b"550 5.7.1 no\0")]
+            if cmd == "R" and local(conn) == "acc-rcpt":
+                return [("a", b"")]
             return None
         got = {}
         for kind in MTAS:
@@ -131,9 +135,10 @@ class AfterFinalReply(unittest.TestCase):
                     r2 = c.send(SENDER, ["rej-eoh@" + D], FULL)
                     r3 = c.send(SENDER, ["plain@" + D], FULL)
                     rs = (c.mail(SENDER)[0], c.rset()[0])
-                    r4 = c.send(SENDER, ["last@" + D], FULL)
-                self.assertEqual([r1.ok, r2.code, r3.ok, rs, r4.ok],
-                                 [True, 550, True, (250, 250), True], kind)
+                    r4 = c.send(SENDER, ["acc-rcpt@" + D, "more@" + D], FULL)
+                    r5 = c.send(SENDER, ["last@" + D], FULL)
+                self.assertEqual([r1.ok, r2.code, r3.ok, rs, r4.ok, r5.ok],
+                                 [True, 550, True, (250, 250), True, True], kind)
                 self.assertEqual(len(m.wait_delivered("acc-eoh@" + D)), 1)
                 got[kind] = transactions(sc.wait_closed(1)[0])
         self.assertEqual(got, {
@@ -142,12 +147,14 @@ class AfterFinalReply(unittest.TestCase):
                         "McRcTcL+NyA",        # reject at EOH: ABORT
                         "McRcTcL+NcB+EaA",    # accepted at EOM: ABORT
                         "McA",                # MAIL, RSET
+                        "McRaA",              # accept at RCPT: no more RCPT
                         "McRcTcL+NcB+EaAAQ"],  # two ABORTs, QUIT
             "sendmail": ["OOCcHc",
                          "McRcTcL+Na",
                          "McRcTcL+Ny",
                          "McRcTcL+NcB+Ea",
                          "McA",
+                         "McRa",
                          "McRcTcL+NcB+EaQ"]})
 
     def test_library(self):
@@ -428,6 +435,34 @@ class RejectedRecipients(unittest.TestCase):
                         ("<bad@elsewhere.example>", "error", "5.1.1"),
                         ("<bad-rcpt@test.example>", "error", "5.7.1")],
             "sendmail": [("<r@test.example>", "deliver", "test.example")]})
+
+
+class ConnectDecisions(unittest.TestCase):
+    """The library's reject or tempfail at connect (mfscen, with its
+    custom reply): both MTAs refuse in the banner for a reject (554) and
+    pass banner and EHLO for a tempfail, refusing MAIL; Postfix then
+    answers MAIL with the milter's reply, Sendmail with its own text."""
+
+    def test_connect(self):
+        port = pftest.free_port()
+        got = {}
+        for kind in MTAS:
+            got[kind] = {}
+            with mta(kind, port) as m:
+                for dec in ("reject", "tempfail"):
+                    with mfscen(port, "--stage", "connect", "--decide", dec) as lib:
+                        with m.client() as c:
+                            mail = c.mail(SENDER)
+                            got[kind][dec] = (c.banner[0], c.ehlo_reply and c.ehlo_reply[0],
+                                              mail[0], mail[1].split("\n")[0])
+                    self.assertEqual(lib.returncode, 0, lib.log())
+                    if dec == "reject":
+                        self.assertIn(" not accepting ", c.banner[1])
+        self.assertEqual(got, {
+            "postfix": {"reject": (554, None, 550, "5.7.1 scenario says no"),
+                        "tempfail": (220, 250, 451, "4.7.1 scenario says later")},
+            "sendmail": {"reject": (554, None, 550, "5.0.0 Command rejected"),
+                         "tempfail": (220, 250, 451, "4.3.2 Please try again later")}})
 
 if __name__ == "__main__":
     pftest.require_root()
