@@ -52,7 +52,9 @@
  *     message field; past the end appends).  CHGHEADER changes the
  *     index-th field of that name (case-insensitive, the Received: not
  *     counted); an empty value unlinks it; past the last one a non-empty
- *     value is appended.
+ *     value is appended.  (Not modelled: once a milter inserted a field
+ *     above the Received:, Postfix counts the Received: like any field;
+ *     the engine never does that.)
  *   Sendmail: its list starts with the header templates of its sendmail.cf
  *     (the H lines; an m4-built .cf has nine: Return-Path, Received,
  *     Resent-Date, Date, Resent-From, From, Full-Name, Resent-Message-Id,
@@ -75,7 +77,10 @@
  *   CRLF), then an empty line and the body.
  *   - a field of the message: its raw value, every byte after the colon as
  *     received (mf_testtrx_message() keeps them; mf_testtrx_header(n, v)
- *     is the line n ": " v).  Neither MTA rewrites a field nobody changed.
+ *     is the line n ": " v).  Neither MTA rewrites a field nobody changed
+ *     -- except that Sendmail qualifies addresses in address fields (From,
+ *     To, Cc...: "1" -> "1@host") and may wrap lines longer than its
+ *     mailer's limit, which the model does not do.
  *   - a value from a milter action with HDR_LEADSPC negotiated (the
  *     default): exactly as sent, on both MTAs: "X-A:v" for "v", "X-A: v"
  *     for " v", "X-New:" for an empty ADDHEADER/INSHEADER value.
@@ -87,7 +92,7 @@
  *   Message-Id: the message lacks).  A field a milter put above the MTA's
  *   Received: is in the text, first; mf_testtrx_result_above_received()
  *   says how many such fields the text starts with.
-  */
+ */
 #ifndef MAILFILTER_TESTTRX_H
 #define MAILFILTER_TESTTRX_H
 
