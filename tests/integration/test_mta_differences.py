@@ -13,9 +13,9 @@ side by side" table lists each difference with the test that shows it.
   connection is clean;
 - LeadingSpace: header values sent and ADDHEADER values delivered, with
   and without SMFIP_HDR_LEADSPC (the same on both);
-- AddressHeaders: Sendmail qualifies the addresses of sender headers (From,
-  Reply-To) at delivery, a milter's values too; Postfix qualifies only what
-  the client sent;
+- AddressHeaders: Sendmail rewrites address headers at delivery, a
+  milter's values too (From "1" -> "1@<host>", To "a b" -> "a, b", 8-bit
+  bytes changed); Postfix rewrites only what the client sent;
 - MissingHeaders: Date/From/Message-Id added when missing -- by Postfix at
   the end, sent to the milter; by Sendmail at the top, never sent -- and
   what a delete or an add of Date does then;
@@ -239,47 +239,82 @@ class LeadingSpace(unittest.TestCase):
 
 
 class AddressHeaders(unittest.TestCase):
-    """Sendmail rewrites the addresses of sender headers (From, Reply-To)
-    at delivery, the client's and a milter's alike: a From set to "1" by a
-    milter is delivered "1@<its host name>".  Recipient headers (To, Cc)
-    are left alone.  Postfix qualifies the unqualified addresses a local
-    client sent, in every address header, but never a milter's value."""
+    """Address headers as delivered, set by a milter (CHGHEADER) or sent by
+    the client, for values that are not a qualified address.  Postfix never
+    touches a milter's value; it rewrites the client's (a local client)
+    in every address header: "1" -> "1@<myhostname>".  Sendmail rewrites
+    both at delivery: sender headers (From, Sender, Reply-To) get
+    "@<its host>" ("hello world" -> "hello.world@..."), recipient headers
+    (To, Cc) commas ("hello world" -> "hello, world"; a milter's
+    "Name <x>" -> "Name, <x>", the client's kept), and a byte in
+    0x80-0x9f gets 0x7f put before it ("ß" C3 9F -> C3 7F 9F; "€…" tries
+    0x82 and 0x80) in both."""
 
-    EDITS = [chg(1, "From", " 1"), chg(1, "To", " 2"), add("Reply-To", " x"),
-             add("Cc", " 3")]
-    CLIENT = b"From: 1\nTo: 2\nReply-To: y\nSubject: s\n\nbody\n"
-    FIELDS = ("From", "To", "Reply-To", "Cc")
+    VALUES = ["1", "hello world", "Name <x>", "grüße", "€…", "a@b.example"]
+    FIELDS = ["From", "Sender", "Reply-To", "To", "Cc"]
+    BASE = ("".join("%s: a@test.example\n" % f for f in FIELDS) + "Subject: s\n\nbody\n").encode()
 
-    def fields(self, d):
-        return {n: v.strip() for n, v in d.headers if n in self.FIELDS}
+    @staticmethod
+    def values(d, fields):
+        """{field: value bytes} of the delivered header, unfolded."""
+        head = re.sub(rb"\n[ \t]", b" ", d.raw.split(b"\n\n", 1)[0])
+        out = {}
+        for line in head.split(b"\n"):
+            n, _, v = line.partition(b":")
+            if n.decode() in fields:
+                out[n.decode()] = v[1:] if v.startswith(b" ") else v
+        return out
+
+    def expected(self, kind, who, field, value, host):
+        v = value
+        if kind == "postfix":
+            if who == "milter" or "@" in v:
+                return v.encode()
+            q = {"hello world": "hello@H, world@H", "Name <x>": "Name <x@H>"}.get(v, v + "@H")
+        elif field in ("To", "Cc"):
+            q = {"hello world": "hello, world",
+                 "Name <x>": "Name, <x>" if who == "milter" else v}.get(v, v)
+        else:
+            q = v if "@" in v else {"hello world": "hello.world@H",
+                                    "Name <x>": "Name <x@H>"}.get(v, v + "@H")
+        b = q.replace("H", host).encode()
+        return b if kind == "postfix" else re.sub(rb"([\x80-\x9f])", b"\x7f\\1", b)
 
     def test_rewrites(self):
-        got, host = {}, {"sendmail": SM_HOST}
+        def script(conn, cmd, data):
+            if cmd == "E" and local(conn).startswith("milter"):
+                v = self.VALUES[int(local(conn)[6:])]
+                return [chg(1, f, " " + v) for f in self.FIELDS] + [("a", b"")]
+            return None
+        got, want = {}, {}
         port = pftest.free_port()
         for kind in MTAS:
-            with mw.Scripted(by_rcpt({"edit": self.EDITS})) as sc, mta(kind, sc.port) as m:
+            with mw.Scripted(script, protocol=mw.P_HDR_LEADSPC) as sc, mta(kind, sc.port) as m:
                 with m.client() as c:
-                    self.assertTrue(c.send(SENDER, ["edit@" + D], FULL).ok)
-                    self.assertTrue(c.send(SENDER, ["client@" + D], self.CLIENT).ok)
-                if kind == "postfix":
-                    host[kind] = m.main_cf()["myhostname"]
-                got[kind] = [self.fields(m.wait_delivered(r + "@" + D)[0])
-                             for r in ("edit", "client")]
+                    for i, v in enumerate(self.VALUES):
+                        msg = "".join("%s: %s\n" % (f, v) for f in self.FIELDS)
+                        msg += "Subject: s\n\nbody\n"
+                        self.assertTrue(c.send(SENDER, ["milter%d@%s" % (i, D)], self.BASE).ok)
+                        self.assertTrue(c.send(SENDER, ["client%d@%s" % (i, D)], msg.encode()).ok)
+                host = m.main_cf()["myhostname"] if kind == "postfix" else SM_HOST
+                for who in ("milter", "client"):
+                    for i, v in enumerate(self.VALUES):
+                        d = m.wait_delivered("%s%d@%s" % (who, i, D))[0]
+                        got[kind, who, v] = self.values(d, self.FIELDS)
+                        want[kind, who, v] = {f: self.expected(kind, who, f, v, host)
+                                              for f in self.FIELDS}
             # the same edit through the library (mf_hdr_set_nth "From" "1")
             with mfscen(port) as lib, mta(kind, port) as m:
                 self.assertTrue(m.send(SENDER, ["scen-hdr-from-bare@" + D], FULL).ok)
-                got[kind].append(m.wait_delivered("scen-hdr-from-bare@" + D)[0]
-                                 .header("From"))
+                d = m.wait_delivered("scen-hdr-from-bare@" + D)[0]
+                got[kind, "library", "1"] = self.values(d, ["From"])
+                want[kind, "library", "1"] = {"From": self.expected(kind, "milter", "From",
+                                                                    "1", host)}
             self.assertEqual(lib.returncode, 0, lib.log())
-        pf, sm = "@" + host["postfix"], "@" + host["sendmail"]
-        self.assertEqual(got, {
-            # the milter's edits; the client's values; the library's edit
-            "postfix": [{"From": "1", "To": "2", "Reply-To": "x", "Cc": "3"},
-                        {"From": "1" + pf, "To": "2" + pf, "Reply-To": "y" + pf},
-                        ["1"]],
-            "sendmail": [{"From": "1" + sm, "To": "2", "Reply-To": "x" + sm, "Cc": "3"},
-                         {"From": "1" + sm, "To": "2", "Reply-To": "y" + sm},
-                         ["1" + sm]]})
+        self.assertEqual(got, want)
+        # spelled out, the first of each
+        self.assertEqual([got[k, "milter", "1"]["From"] for k in MTAS],
+                         [b"1", b"1@" + SM_HOST.encode()])
 
 
 class MissingHeaders(unittest.TestCase):
