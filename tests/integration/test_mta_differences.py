@@ -19,6 +19,8 @@ side by side" table lists each difference with the test that shows it.
 - MissingHeaders: Date/From/Message-Id added when missing -- by Postfix at
   the end, sent to the milter; by Sendmail at the top, never sent -- and
   what a delete or an add of Date does then;
+- SpecialHeaders: Bcc, Return-Path, Resent-*, Content-Length, from the
+  client and from a milter;
 - InsertIndex: where INSHEADER k and an ADDHEADER of a name already there
   land;
 - Macros: the macros each sends by default, and at which step;
@@ -49,6 +51,19 @@ FULL = (b"From: a@test.example\nTo: b@test.example\nSubject: s\nX-A: one\nX-B: b
         b"Message-ID: <m@test.example>\nDate: Tue, 24 Nov 2026 12:00:00 +0000\n\nbody\n")
 # Without Date and Message-ID.
 NO_DATE = b"From: a@test.example\nTo: b@test.example\nSubject: s\n\nbody\n"
+
+
+class _Any:
+    """Equal to anything (a generated value in an expected table)."""
+
+    def __eq__(self, other):
+        return True
+
+    def __repr__(self):
+        return "ANY"
+
+
+ANY = _Any()
 
 
 def mta(kind, port):
@@ -370,6 +385,56 @@ class MissingHeaders(unittest.TestCase):
                          "del-date": [], "del-date-nd": [],
                          "add-date-nd": ["milter"], "ins-date-nd": ["mta", "milter"],
                          "library": ["Date", "Subject", "Date"]}})
+
+
+class SpecialHeaders(unittest.TestCase):
+    """Fields an MTA treats by name.  A client's Bcc and Return-Path:
+    Postfix drops them before the milter sees them (drop_headers); Sendmail
+    sends both to the milter, delivers Bcc empty ("Bcc:") and drops
+    Return-Path (its mailer here has no F=P).  A resent
+    message (Resent-From): both add Resent-Date and Resent-Message-Id,
+    Postfix sends them to the milter, Sendmail does not.  The same fields
+    added by a milter (ADDHEADER, or INSHEADER past the end as the library
+    sends on Sendmail) to a message that is not resent: Postfix delivers
+    them all; Sendmail drops Resent-*, Return-Path and Content-Length and
+    empties Bcc."""
+
+    maxDiff = None
+    NAMES = ["Resent-From", "Bcc", "Return-Path", "Content-Length", "X-Other"]
+    CLIENT = (b"From: a@test.example\nResent-From: r@test.example\nBcc: b@test.example\n"
+              b"Return-Path: <p@test.example>\nSubject: s\n\nbody\n")
+    PLAIN = b"From: a@test.example\nSubject: s\n\nbody\n"
+
+    def test_by_name(self):
+        acts = {"add": [add(n, " v@test.example") for n in self.NAMES],
+                "ins": [ins(1000000, n, " v@test.example") for n in self.NAMES]}
+        got = {}
+        for kind in MTAS:
+            with mw.Scripted(by_rcpt(acts)) as sc, mta(kind, sc.port) as m:
+                with m.client() as c:
+                    self.assertTrue(c.send(SENDER, ["client@" + D], self.CLIENT).ok)
+                    for r in acts:
+                        self.assertTrue(c.send(SENDER, [r + "@" + D], self.PLAIN).ok)
+                ps = sc.wait_closed(1)[0].seq(">")
+                first = ps[:[i for i, x in enumerate(ps) if x[0] == "M"][1]]
+                got[kind] = {"sent": [x[1] for x in first if x[0] == "L"]}
+                for r in ["client"] + list(acts):
+                    d = m.wait_delivered(r + "@" + D)[0]
+                    got[kind][r] = [(n, v.strip()) for n, v in d.headers
+                                    if n in self.NAMES or n.startswith("Resent-")]
+        v = "v@test.example"
+        self.assertEqual(got, {
+            "postfix": {"sent": ["From", "Resent-From", "Subject", "Resent-Message-Id",
+                                 "Resent-Date"],
+                        "client": [("Resent-From", "r@test.example"),
+                                   ("Resent-Message-Id", ANY), ("Resent-Date", ANY)],
+                        "add": [(n, v) for n in self.NAMES],
+                        "ins": [(n, v) for n in self.NAMES]},
+            "sendmail": {"sent": ["From", "Resent-From", "Bcc", "Return-Path", "Subject"],
+                         "client": [("Resent-Date", ANY), ("Resent-Message-Id", ANY),
+                                    ("Resent-From", "r@test.example"), ("Bcc", "")],
+                         "add": [("Bcc", ""), ("X-Other", v)],
+                         "ins": [("Bcc", ""), ("X-Other", v)]}})
 
 
 class InsertIndex(unittest.TestCase):
