@@ -27,7 +27,9 @@ side by side" table lists each difference with the test that shows it.
 - RejectedRecipients: with SMFIP_RCPT_REJ Postfix sends the recipients it
   refused, Sendmail does not;
 - ConnectDecisions: after a reject or tempfail at connect Postfix answers
-  MAIL with the milter's reply, Sendmail with its own.
+  MAIL with the milter's reply, Sendmail with its own;
+- SameOnBoth: folded values, body chunks, MAIL arguments, CHGHEADER of a
+  name not there: no difference.
 """
 import os
 import re
@@ -568,6 +570,38 @@ class ConnectDecisions(unittest.TestCase):
                         "tempfail": (220, 250, 451, "4.7.1 scenario says later")},
             "sendmail": {"reject": (554, None, 550, "5.0.0 Command rejected"),
                          "tempfail": (220, 250, 451, "4.3.2 Please try again later")}})
+
+
+class SameOnBoth(unittest.TestCase):
+    """What does not differ, asserted so that the README's table can say
+    so: a folded value is sent with its "\\n" line ends and the
+    continuation's white space; the body comes in 65535-byte chunks with
+    CRLF line ends; MAIL's ESMTP arguments are passed; a CHGHEADER of a
+    name the message lacks adds the field."""
+
+    def test_same(self):
+        body = "x" * 76 + "\n"
+        msg = ("From: a@test.example\nSubject: one\n\ttwo\n  three\n\n" + body * 2000).encode()
+        acts = {"same": [chg(1, "X-Absent", " added")]}
+        got = {}
+        for kind in MTAS:
+            with mw.Scripted(by_rcpt(acts), protocol=mw.P_HDR_LEADSPC) as sc, \
+                    mta(kind, sc.port) as m:
+                r = m.send(SENDER, ["same@" + D], msg, mail_options=["BODY=8BITMIME"])
+                self.assertTrue(r.ok, r)
+                d = m.wait_delivered("same@" + D)[0]
+                ps = sc.wait_closed(1)[0].packets
+            got[kind] = {
+                "subject": [v for n, v in sc.connections()[0].headers() if n == "Subject"],
+                "chunks": [len(b) for _, c, b in ps if c == "B"],
+                "crlf": b"".join(b for _, c, b in ps if c == "B") == (body * 2000).replace(
+                    "\n", "\r\n").encode(),
+                "mail": [x for x in sc.connections()[0].seq(">") if x[0] == "M"],
+                "absent": d.header("X-Absent")}
+        same = {"subject": [" one\n\ttwo\n  three"], "chunks": [65535, 65535, 24930],
+                "crlf": True, "mail": [("M", "<%s>" % SENDER, "BODY=8BITMIME")],
+                "absent": ["added"]}
+        self.assertEqual(got, {"postfix": same, "sendmail": same})
 
 if __name__ == "__main__":
     pftest.require_root()
