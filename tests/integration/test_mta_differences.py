@@ -577,12 +577,14 @@ class SameOnBoth(unittest.TestCase):
     so: a folded value is sent with its "\\n" line ends and the
     continuation's white space; the body comes in 65535-byte chunks with
     CRLF line ends; MAIL's ESMTP arguments are passed; a CHGHEADER of a
-    name the message lacks adds the field."""
+    name the message lacks adds the field; CHGHEADER Received 1 is the
+    message's first Received, the MTA's own (never sent) not counted."""
 
     def test_same(self):
         body = "x" * 76 + "\n"
-        msg = ("From: a@test.example\nSubject: one\n\ttwo\n  three\n\n" + body * 2000).encode()
-        acts = {"same": [chg(1, "X-Absent", " added")]}
+        msg = ("Received: from one by two; Tue, 24 Nov 2026 12:00:00 +0000\n"
+               "From: a@test.example\nSubject: one\n\ttwo\n  three\n\n" + body * 2000).encode()
+        acts = {"same": [chg(1, "X-Absent", " added"), chg(1, "Received", " changed")]}
         got = {}
         for kind in MTAS:
             with mw.Scripted(by_rcpt(acts), protocol=mw.P_HDR_LEADSPC) as sc, \
@@ -597,10 +599,11 @@ class SameOnBoth(unittest.TestCase):
                 "crlf": b"".join(b for _, c, b in ps if c == "B") == (body * 2000).replace(
                     "\n", "\r\n").encode(),
                 "mail": [x for x in sc.connections()[0].seq(">") if x[0] == "M"],
-                "absent": d.header("X-Absent")}
+                "absent": d.header("X-Absent"),
+                "received": [v[:8] for v in d.header("Received")]}
         same = {"subject": [" one\n\ttwo\n  three"], "chunks": [65535, 65535, 24930],
                 "crlf": True, "mail": [("M", "<%s>" % SENDER, "BODY=8BITMIME")],
-                "absent": ["added"]}
+                "absent": ["added"], "received": ["from cli", "changed"]}
         self.assertEqual(got, {"postfix": same, "sendmail": same})
 
 if __name__ == "__main__":
