@@ -329,6 +329,10 @@ static void add_second_foo(mf_hdrs *h) {
 static void insert_top(mf_hdrs *h) {
   assert_int_equal(mf_hdr_insert(h, 0, "X-Top", "t"), 0);
 }
+static void add_templates(mf_hdrs *h) {
+  assert_int_equal(mf_hdr_add(h, "Date", "x"), 0);
+  assert_int_equal(mf_hdr_add_raw(h, "Message-Id", "", 0), 0);
+}
 static void add_empty(mf_hdrs *h) {
   assert_int_equal(mf_hdr_add_raw(h, "X-New", "", 0), 0);
 }
@@ -383,6 +387,20 @@ static void test_sendmail_model(void **state) {
   assert_trx_action(t, 0, MILTER_ACTION_ADDHEADER, "X-Foo", " two");
   assert_string_equal(mf_testtrx_result_header(t, "X-Foo", 1), "two");
   assert_string_equal(mf_testtrx_result_header(t, "X-Foo", 2), "one");
+  mf_testtrx_free(t);
+
+  /* Postfix's ADDHEADER of a template's name fills the template, at the
+   * top; an empty one is not delivered at all */
+  t = run_mta(FOO, MF_MTA_POSTFIX, NULL, MF_MTA_SENDMAIL, add_templates);
+  assert_trx_action_count(t, 2);
+  assert_trx_action(t, 0, MILTER_ACTION_ADDHEADER, "Date", " x");
+  assert_trx_action(t, 1, MILTER_ACTION_ADDHEADER, "Message-Id", "");
+  assert_string_equal(mf_testtrx_result(t, NULL),
+                      "Date: x\r\nFrom: a@example.org\r\nSubject: s\r\n"
+                      "X-Foo: one\r\nX-Bar: b\r\n"
+                      "Date: Tue, 1 Dec 2026 21:00:00 +0000\r\n"
+                      "Message-ID: <1@example.org>\r\n\r\nbody\r\n");
+  assert_int_equal(mf_testtrx_result_header_count(t), 7);
   mf_testtrx_free(t);
 
   /* a .cf whose Received: is its third H line: INSHEADER 1 (the top of

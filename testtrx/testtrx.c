@@ -856,8 +856,13 @@ static int rh_mta_fields(mf_testtrx *t) {
   return rc;
 }
 
+/* Delivered: a field of the message or a milter that has a value; a
+ * template only when a milter filled it, and (Sendmail skips a template
+ * whose value is empty) not with "". */
 static int rh_visible(const rent *e) {
-  return e->value != NULL && (e->user || !e->mta);
+  if (e->value == NULL)
+    return 0;
+  return !e->mta || (e->user && e->value[0] != '\0');
 }
 
 /* Sendmail's addheader(): above the first entry of that name, else at the

@@ -68,7 +68,10 @@
  *     as by ADDHEADER's last rule.  INSHEADER index i goes after entry i of
  *     the list, templates included (past the end appends).  ADDHEADER fills
  *     a template of that name that no milter filled yet (not Received:),
- *     else goes above the first entry of that name, else appends.
+ *     else goes above the first entry of that name, else appends.  A
+ *     template a milter filled is delivered in its place, but not when
+ *     its value is empty (Sendmail skips an empty template; it would also
+ *     expand "$x" macros in it, which the model does not).
  *   ADDRCPT/DELRCPT/CHGFROM edit the envelope; REPLBODY replaces the body;
  *   QUARANTINE holds the message (both MTAs).
  * THE RESULT TEXT, byte for byte what the MTA delivers apart from its own
