@@ -93,9 +93,11 @@ static const char *const texts[] = {
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 static int is_address_field(const char *name) {
-  static const char *const a[] = {"From",     "To",         "Cc",          "Bcc",
-                                  "Sender",   "Reply-To",   "Resent-From", "Resent-To",
-                                  "Resent-Cc", "Resent-Sender", "Return-Path"};
+  static const char *const a[] = {
+      "From",        "To",          "Cc",           "Bcc",           "Sender",
+      "Reply-To",    "Resent-From", "Resent-To",    "Resent-Cc",     "Resent-Bcc",
+      "Resent-Sender", "Resent-Reply-To", "Return-Path", "Errors-To",
+      "Apparently-To", "Disposition-Notification-To"};
   for (size_t i = 0; i < NELEM(a); i++)
     if (strcasecmp(name, a[i]) == 0)
       return 1;
