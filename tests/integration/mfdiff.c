@@ -1,9 +1,9 @@
 /* mfdiff.c -- the milter and the oracle of the differential header test
  * (test_header_diff_mta.py, issue 15 item 4).
  *
- *   mfdiff serve SOCKETSPEC [--stage eoh|eom]
- *   mfdiff predict postfix|sendmail [--stage eoh|eom] [--engine-unknown]
- *          SENDER RCPT MSGFILE...
+ *   mfdiff serve SOCKETSPEC [--stage eoh|eom] [--engine postfix|sendmail]
+ *   mfdiff predict postfix|sendmail [--stage eoh|eom]
+ *          [--engine unknown|postfix|sendmail] SENDER RCPT MSGFILE...
  *
  * Both run the same decide(): the first recipient's local part names a
  * seed ("d1234@test.example"), and the seed alone chooses a sequence of
@@ -17,14 +17,20 @@
  *
  *   == MSGFILE above=N unmatched=M actions=I,A,C,D
  *   <header fields, LF line ends and folds>
+ *   -- list
+ *   <the filter's final list, as mf_hdr_write() gives it>
  *
  * (N: fields the MTA would put above its Received, M: CHGHEADER actions
  * that would find no field, both 0 from a correct engine; I, A, C, D: the
  * INSHEADER, ADDHEADER, CHGHEADER and deleting CHGHEADER actions sent).
  *
  * RCPT may hold "%s", replaced by the file's base name without extension
- * (d1234.eml -> d1234).  --engine-unknown: the engine is not told the MTA
- * (the actions safe on both), the simulation stays the MTA named.
+ * (d1234.eml -> d1234).  --engine: what the engine is told (default: the
+ * MTA named, as it detects it from macro v); "unknown" gives the actions
+ * safe on both, another MTA's name that MTA's actions -- the simulation
+ * stays the MTA named.  serve --engine forces mf_opts.mta: a Sendmail
+ * sent Postfix's actions checks testtrx's Sendmail model where the engine
+ * does not make its rules harmless.
  *
  * serve prints "mfdiff: <rcpt> mta=<n>" for each message it decides, so
  * the test can check which MTA the engine detected.
@@ -163,38 +169,36 @@ static void edit(rng *g, mf_hdrs *h) {
   }
 }
 
+/* decide()'s userdata: serve logs, predict keeps the filter's final list. */
+typedef struct run {
+  int log;
+  char *list; /* mf_hdr_write(), LF line ends */
+  size_t list_len;
+} run;
+
 static mf_decision decide(mf_trx *trx, void *ud) {
-  int log = ud != NULL;
+  run *u = ud;
   const char *r = mf_trx_rcpt_count(trx) ? mf_trx_rcpt_raw(trx, 0) : NULL;
   unsigned long long seed;
   if (r == NULL || sscanf(r, "<d%llu@", &seed) != 1)
     return MF_ACCEPT;
-  if (log)
+  if (u->log)
     fprintf(stderr, "mfdiff: %s mta=%d\n", r, (int)mf_trx_mta(trx));
   rng g = {seed};
   mf_hdrs *h = mf_trx_headers(trx);
   for (unsigned k = 1 + rnd(&g, 8); k > 0; k--)
     edit(&g, h);
+  if (!u->log && mf_hdr_write(h, "\n", &u->list, &u->list_len) != 0)
+    return MF_FAIL;
   return MF_ACCEPT;
 }
 
 /* ---- serve ---------------------------------------------------------------- */
 
-static int stage_arg(int *argc, char **argv, mf_opts *o) {
-  for (int i = 0; i < *argc; i++) {
-    if (strcmp(argv[i], "--stage") != 0 || i + 1 >= *argc)
-      continue;
-    o->stage = strcmp(argv[i + 1], "eoh") == 0 ? MF_STAGE_EOH : MF_STAGE_EOM;
-    memmove(argv + i, argv + i + 2, (size_t)(*argc - i - 2) * sizeof(*argv));
-    *argc -= 2;
-    return 0;
-  }
-  return 0;
-}
-
 static int serve(const char *spec, const mf_opts *o) {
   mf_filter *f;
-  int rc = mf_filter_new(&f, decide, (void *)1, o);
+  static run u = {1, NULL, 0};
+  int rc = mf_filter_new(&f, decide, &u, o);
   if (rc == 0 && (rc = mf_filter_listen(f, spec)) != 0)
     mf_filter_free(f);
   if (rc != 0) {
@@ -224,28 +228,38 @@ static void rcpt_for(char *out, size_t cap, const char *fmt, const char *path) {
     snprintf(out, cap, "%.*s%s%s", (int)(p - fmt), fmt, base, p + 2);
 }
 
-static int predict_one(const mf_opts *o, mf_mta mta, int unknown,
-                       const char *sender, const char *rcptfmt, const char *path) {
+/* Writes len bytes of s without CRs. */
+static void put_lf(const char *s, size_t len) {
+  for (size_t k = 0; k < len; k++)
+    if (s[k] != '\r')
+      putchar(s[k]);
+}
+
+/* engine: what the engine is told (MF_MTA_AUTO: nothing); mta: simulated. */
+static int predict_one(const mf_opts *o, mf_mta mta, mf_mta engine, const char *sender,
+                       const char *rcptfmt, const char *path) {
   mf_testtrx *t;
   char rcpt[256];
   rcpt_for(rcpt, sizeof rcpt, rcptfmt, path);
   int rc = mf_testtrx_new(&t, o);
   if (rc != 0)
     return rc;
-  if ((rc = mf_testtrx_set_mta(t, unknown ? MF_MTA_AUTO : mta)) == 0 &&
+  run u = {0, NULL, 0};
+  if ((rc = mf_testtrx_set_mta(t, engine)) == 0 &&
       (rc = mf_testtrx_set_simulated_mta(t, mta)) == 0 &&
       (rc = mf_testtrx_mail(t, sender, NULL)) == 0 &&
       (rc = mf_testtrx_rcpt(t, rcpt, NULL)) == 0 &&
       (rc = mf_testtrx_message_file(t, path)) == 0)
-    rc = mf_testtrx_run(t, decide, NULL);
-  if (rc != 0) {
-    fprintf(stderr, "mfdiff: %s: %s\n", path, mf_testtrx_errmsg(t));
+    rc = mf_testtrx_run(t, decide, &u);
+  if (rc != 0 || u.list == NULL) {
+    fprintf(stderr, "mfdiff: %s: %s\n", path, rc ? mf_testtrx_errmsg(t) : "no list");
     mf_testtrx_free(t);
-    return rc;
+    free(u.list);
+    return rc ? rc : 1;
   }
   size_t len;
   const char *text = mf_testtrx_result(t, &len);
-  /* the fields: up to the empty line, CRs dropped */
+  /* the fields: up to the empty line */
   const char *end = strncmp(text, "\r\n", 2) == 0 ? text : strstr(text, "\r\n\r\n");
   size_t hlen = end == NULL ? len : (size_t)(end - text) + (end == text ? 0 : 2);
   unsigned kinds[4] = {0}; /* INSHEADER, ADDHEADER, CHGHEADER, CHGHEADER "" */
@@ -261,36 +275,48 @@ static int predict_one(const mf_opts *o, mf_mta mta, int unknown,
   printf("== %s above=%zu unmatched=%zu actions=%u,%u,%u,%u\n", path,
          mf_testtrx_result_above_received(t), mf_testtrx_result_unmatched(t), kinds[0],
          kinds[1], kinds[2], kinds[3]);
-  for (size_t k = 0; k < hlen; k++)
-    if (text[k] != '\r')
-      putchar(text[k]);
+  put_lf(text, hlen);
+  printf("-- list\n");
+  put_lf(u.list, u.list_len);
+  free(u.list);
   mf_testtrx_free(t);
   return 0;
+}
+
+static mf_mta mta_of(const char *s) {
+  return strcmp(s, "postfix") == 0    ? MF_MTA_POSTFIX
+         : strcmp(s, "sendmail") == 0 ? MF_MTA_SENDMAIL
+                                      : MF_MTA_AUTO;
 }
 
 int main(int argc, char **argv) {
   mf_opts o;
   mf_opts_init(&o);
   o.stage = MF_STAGE_EOM;
-  stage_arg(&argc, argv, &o);
-  if (argc >= 3 && strcmp(argv[1], "serve") == 0)
-    return serve(argv[2], &o);
-  int unknown = 0;
-  for (int i = 0; i < argc; i++)
-    if (strcmp(argv[i], "--engine-unknown") == 0) {
-      unknown = 1;
-      memmove(argv + i, argv + i + 1, (size_t)(argc - i - 1) * sizeof(*argv));
-      argc--;
-    }
-  if (argc >= 6 && strcmp(argv[1], "predict") == 0) {
-    mf_mta mta = strcmp(argv[2], "sendmail") == 0 ? MF_MTA_SENDMAIL : MF_MTA_POSTFIX;
-    for (int i = 5; i < argc; i++)
-      if (predict_one(&o, mta, unknown, argv[3], argv[4], argv[i]) != 0)
+  const char *engine = NULL;
+  int n = 0; /* argv without the options */
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--stage") == 0 && i + 1 < argc)
+      o.stage = strcmp(argv[++i], "eoh") == 0 ? MF_STAGE_EOH : MF_STAGE_EOM;
+    else if (strcmp(argv[i], "--engine") == 0 && i + 1 < argc)
+      engine = argv[++i];
+    else
+      argv[n++] = argv[i];
+  }
+  if (n >= 2 && strcmp(argv[0], "serve") == 0) {
+    o.mta = engine ? mta_of(engine) : MF_MTA_AUTO;
+    return serve(argv[1], &o);
+  }
+  if (n >= 5 && strcmp(argv[0], "predict") == 0) {
+    mf_mta mta = mta_of(argv[1]);
+    mf_mta told = engine == NULL ? mta : mta_of(engine);
+    for (int i = 4; i < n; i++)
+      if (mta == MF_MTA_AUTO || predict_one(&o, mta, told, argv[2], argv[3], argv[i]) != 0)
         return 1;
     return fflush(stdout) == 0 ? 0 : 1;
   }
-  fprintf(stderr, "usage: mfdiff serve SOCKETSPEC [--stage eoh|eom]\n"
+  fprintf(stderr, "usage: mfdiff serve SOCKETSPEC [--stage eoh|eom] [--engine postfix|sendmail]\n"
                   "       mfdiff predict postfix|sendmail [--stage eoh|eom] "
-                  "[--engine-unknown] SENDER RCPT MSGFILE...\n");
+                  "[--engine unknown|postfix|sendmail] SENDER RCPT MSGFILE...\n");
   return 2;
 }
