@@ -9,8 +9,10 @@
  *   - ADDHEADER, INSHEADER: an empty value gives "Name:" with HDR_LEADSPC;
  *     so a change to an empty value is a delete and an insert.
  *   - INSHEADER past the end appends on both.  ADDHEADER appends on Postfix;
- *     Sendmail puts it above the first field of that name or into a
- *     sendmail.cf template of that name.
+ *     Sendmail puts it into a sendmail.cf template of that name (Date,
+ *     From, Message-Id...: the fields it adds itself, unseen by the
+ *     milter, when the message lacks them), else above the first field of
+ *     that name.
  *   - INSHEADER's index counts Postfix's current list, its own Received:
  *     first, so "before visible field p" is p + 1.  Sendmail's counts its
  *     list with the .cf's H templates (the message does not carry most of
@@ -200,6 +202,26 @@ static int postfix_actions(mf_trx *t, alist *l, const mf_hdr_change *ch,
   return rc;
 }
 
+/* The header templates (H lines) of every sendmail.cf built from
+ * Sendmail's m4 that Sendmail fills itself at delivery when the message
+ * lacks the field, without sending it to the milter (the Resent- ones on
+ * a resent message).  A milter's ADDHEADER of such a name fills the
+ * template instead of adding a field: one field, in the template's
+ * place. */
+static const char *const SM_DEFAULTS[] = {
+    "Date",        "From",        "Message-Id",
+    "Resent-Date", "Resent-From", "Resent-Message-Id"};
+#define N_SM_DEFAULTS (sizeof(SM_DEFAULTS) / sizeof(SM_DEFAULTS[0]))
+
+/* The index of name in SM_DEFAULTS (ASCII case-insensitive), or
+ * N_SM_DEFAULTS. */
+static size_t sm_default(const char *name) {
+  size_t k = 0;
+  while (k < N_SM_DEFAULTS && strcasecmp(name, SM_DEFAULTS[k]) != 0)
+    k++;
+  return k;
+}
+
 /* The list the filter ended with, in order, with the original fields that
  * were deleted where they were: what safe_actions() plans with. */
 enum { IT_INS = 0, IT_KEEP = 1, IT_CHG = 2, IT_DEL = 3 };
@@ -210,7 +232,12 @@ typedef struct hitem {
   size_t cur;    /* INS, KEEP, CHG: the field's current index */
   const mf_hdr_change *c; /* NULL for KEEP */
 } hitem;
-enum { W_PLACE = 0, W_TOP = 1, W_END = 2 };
+/* W_FILL: an added field sent as ADDHEADER (mark_fills()). */
+enum { W_PLACE = 0, W_TOP = 1, W_END = 2, W_FILL = 3 };
+
+static const char *item_name(const mf_hdrs *h, const hitem *x) {
+  return x->c ? x->c->name : mf_hdr_name(h, x->cur);
+}
 
 /* The original index's CHGHEADER occurrence: 1 + the originals before it
  * of the same name (ASCII case-insensitive). */
@@ -220,25 +247,42 @@ static size_t occurrence_of(const mf_hdrs *h, const hitem *it, size_t upto) {
     return x->c->occurrence;
   const char *name = mf_hdr_name(h, x->cur);
   size_t occ = 1;
-  for (size_t i = 0; i < upto; i++) {
-    if (it[i].kind == IT_INS)
-      continue;
-    const char *o = it[i].c ? it[i].c->name : mf_hdr_name(h, it[i].cur);
-    if (strcasecmp(o, name) == 0)
+  for (size_t i = 0; i < upto; i++)
+    if (it[i].kind != IT_INS && strcasecmp(item_name(h, &it[i]), name) == 0)
       occ++;
-  }
   return occ;
 }
 
-/* INSHEADER at index of the current field cur, as it is now. */
-static int place_field(mf_trx *t, alist *l, size_t cur, uint32_t index) {
+/* Mark W_FILL, for each name of SM_DEFAULTS that no original field has,
+ * the first added field of that name: Sendmail added that field itself
+ * without telling the milter, and an ADDHEADER takes its place where an
+ * INSHEADER would deliver two.  Such a field needs no position. */
+static void mark_fills(const mf_hdrs *h, hitem *it, size_t nit) {
+  unsigned char seen[N_SM_DEFAULTS] = {0};
+  for (size_t i = 0; i < nit; i++) {
+    size_t k = sm_default(item_name(h, &it[i]));
+    if (k < N_SM_DEFAULTS && it[i].kind != IT_INS)
+      seen[k] = 1;
+  }
+  for (size_t i = 0; i < nit; i++) {
+    size_t k = sm_default(item_name(h, &it[i]));
+    if (k < N_SM_DEFAULTS && it[i].kind == IT_INS && !seen[k]) {
+      seen[k] = 1;
+      it[i].where = W_FILL;
+    }
+  }
+}
+
+/* INSHEADER at index (or ADDHEADER) of the current field cur, as it is
+ * now. */
+static int place_field(mf_trx *t, alist *l, size_t cur,
+                       milter_action_type type, uint32_t index) {
   size_t len;
   const char *raw = mf_hdr_raw(t->hdrs, cur, &len);
   int rc = need_add(t);
   if (rc == 0)
-    rc = add_hdr_action(l, t, MILTER_ACTION_INSHEADER, index,
-                        mf_hdr_name(t->hdrs, cur), raw, len,
-                        mf_hdr_leadspc(t->hdrs, cur));
+    rc = add_hdr_action(l, t, type, index, mf_hdr_name(t->hdrs, cur), raw,
+                        len, mf_hdr_leadspc(t->hdrs, cur));
   return rc;
 }
 
@@ -260,7 +304,12 @@ static int place_field(mf_trx *t, alist *l, size_t cur, uint32_t index) {
  *     Sendmail.  So one run of originals stays in place -- the one whose
  *     keeping saves the most actions -- the fields above it are inserted
  *     at the top and the fields below it appended, an original among them
- *     deleted and re-created with its current value. */
+ *     deleted and re-created with its current value;
+ *   - except the first added Date, From, Message-Id or Resent- one of a
+ *     name no original has (mark_fills()): ADDHEADER, which on Sendmail
+ *     fills the template of that name (the field Sendmail adds itself and
+ *     never sends: an INSHEADER would deliver two) and on Postfix
+ *     appends; it needs no place in the plan. */
 static int safe_actions(mf_trx *t, alist *l, const mf_hdr_change *ch,
                         size_t n, size_t norig) {
   const mf_hdrs *h = t->hdrs;
@@ -289,10 +338,13 @@ static int safe_actions(mf_trx *t, alist *l, const mf_hdr_change *ch,
     mf_trx_seterr(t, "header diff: inconsistent change list");
     rc = MF_E_HEADER;
   }
+  if (rc == 0)
+    mark_fills(h, it, nit);
   /* The run kept in place: between two inserts that have kept originals
    * on both sides, the one that saves most (an untouched original kept
    * saves a delete and a re-create, a changed one a delete); the first on
-   * a tie (appends do not depend on the MTA's list at all). */
+   * a tie (appends do not depend on the MTA's list at all).  A W_FILL
+   * field splits nothing. */
   size_t first = nit, last = 0;
   for (size_t i = 0; i < nit; i++)
     if (it[i].kind == IT_KEEP || it[i].kind == IT_CHG) {
@@ -302,7 +354,8 @@ static int safe_actions(mf_trx *t, alist *l, const mf_hdr_change *ch,
     }
   size_t best_lo = nit, best_hi = 0, best = 0, lo = nit, hi = 0, save = 0;
   for (size_t i = 0; i <= nit && rc == 0; i++) {
-    int split = i == nit || (it[i].kind == IT_INS && i > first && i < last);
+    int split = i == nit || (it[i].kind == IT_INS && it[i].where != W_FILL &&
+                             i > first && i < last);
     if (split) {
       if (lo != nit && save > best) {
         best = save;
@@ -320,15 +373,22 @@ static int safe_actions(mf_trx *t, alist *l, const mf_hdr_change *ch,
       save += it[i].kind == IT_KEEP ? 2 : 1;
     }
   }
-  for (size_t i = 0; i < nit; i++)
+  for (size_t i = 0; i < nit; i++) {
+    if (it[i].where == W_FILL)
+      continue;
     if (best_lo == nit || i > best_hi)
       it[i].where = W_END;
     else if (i < best_lo)
       it[i].where = W_TOP;
-  /* 1. appends, in order */
+  }
+  /* 1. appends and the W_FILL fields, in order (on Postfix an ADDHEADER
+   * appends too) */
   for (size_t i = 0; i < nit && rc == 0; i++)
-    if (it[i].where == W_END && it[i].kind != IT_DEL)
-      rc = place_field(t, l, it[i].cur, APPEND_INDEX);
+    if (it[i].where == W_FILL)
+      rc = place_field(t, l, it[i].cur, MILTER_ACTION_ADDHEADER, 0);
+    else if (it[i].where == W_END && it[i].kind != IT_DEL)
+      rc = place_field(t, l, it[i].cur, MILTER_ACTION_INSHEADER,
+                       APPEND_INDEX);
   /* 2. changes and deletes of the originals, bottom up */
   for (size_t i = nit; i-- > 0 && rc == 0;) {
     const hitem *x = &it[i];
@@ -336,7 +396,7 @@ static int safe_actions(mf_trx *t, alist *l, const mf_hdr_change *ch,
       continue;
     if ((rc = need_chg(t)) != 0)
       break;
-    const char *name = x->c ? x->c->name : mf_hdr_name(h, x->cur);
+    const char *name = item_name(h, x);
     if (x->kind == IT_CHG && x->where == W_PLACE)
       rc = add_hdr_action(l, t, MILTER_ACTION_CHGHEADER,
                           (uint32_t)x->c->occurrence, name, x->c->value,
@@ -349,7 +409,7 @@ static int safe_actions(mf_trx *t, alist *l, const mf_hdr_change *ch,
   /* 3. the fields above the run, bottom up, each at the top */
   for (size_t i = nit; i-- > 0 && rc == 0;)
     if (it[i].where == W_TOP && it[i].kind != IT_DEL)
-      rc = place_field(t, l, it[i].cur, HIDDEN_TOP);
+      rc = place_field(t, l, it[i].cur, MILTER_ACTION_INSHEADER, HIDDEN_TOP);
   free(it);
   return rc;
 }

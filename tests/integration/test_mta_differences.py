@@ -18,7 +18,8 @@ side by side" table lists each difference with the test that shows it.
   bytes changed); Postfix rewrites only what the client sent;
 - MissingHeaders: Date/From/Message-Id added when missing -- by Postfix at
   the end, sent to the milter; by Sendmail at the top, never sent -- and
-  what a delete or an add of Date does then;
+  what a delete or an add of Date does then (the library: the filter's
+  Dates on both, one on Sendmail);
 - SpecialHeaders: Bcc, Return-Path, Resent-*, Content-Length, from the
   client and from a milter;
 - InsertIndex: where INSHEADER k and an ADDHEADER of a name already there
@@ -341,18 +342,27 @@ class MissingHeaders(unittest.TestCase):
     never sends them.  A Date deleted at end of message is not added again
     by either, even one the milter never saw (Sendmail's: CHGHEADER finds
     it by name).  A Date added where Sendmail made one: ADDHEADER takes
-    the place of Sendmail's (one Date), INSHEADER -- what the library sends
-    for an append on Sendmail -- keeps both, as on Postfix (which sent its
-    Date to the milter)."""
+    the place of Sendmail's (one Date, at the top), INSHEADER keeps both,
+    as on Postfix (which sent its Date to the milter); the same for a
+    Resent-Date on a resent message without one.  The library
+    (mf_hdr_add of a Date) delivers the Dates of the filter's list on
+    both: on Postfix two (Postfix's, in the list, and the filter's
+    appended after it); on Sendmail one, the filter's, in the place of
+    Sendmail's template (right under its Received), since for a Date the
+    message lacked it sends ADDHEADER, not INSHEADER."""
 
     DATE = "Mon, 1 Jan 2024 00:00:00 +0000"
     ACTIONS = {"del-date": [chg(1, "Date", "")], "del-date-nd": [chg(1, "Date", "")],
                "add-date-nd": [add("Date", " " + DATE)],
-               "ins-date-nd": [ins(1000000, "Date", " " + DATE)]}
+               "ins-date-nd": [ins(1000000, "Date", " " + DATE)],
+               "add-rdate": [add("Resent-Date", " " + DATE)],
+               "ins-rdate": [ins(1000000, "Resent-Date", " " + DATE)]}
+    # resent (Resent-From), without Resent-Date: both MTAs add one
+    RESENT = b"Resent-From: r@test.example\n" + FULL
 
-    def dates(self, d):
+    def dates(self, d, name="Date"):
         """Whose each delivered Date is: "milter" (DATE) or "mta"."""
-        return ["milter" if v.strip() == self.DATE else "mta" for v in d.header("Date")]
+        return ["milter" if v.strip() == self.DATE else "mta" for v in d.header(name)]
 
     def test_missing(self):
         got = {}
@@ -364,29 +374,35 @@ class MissingHeaders(unittest.TestCase):
                     self.assertTrue(c.send(SENDER, ["del-date@" + D], FULL).ok)
                     for r in ("del-date-nd", "add-date-nd", "ins-date-nd"):
                         self.assertTrue(c.send(SENDER, [r + "@" + D], NO_DATE).ok)
+                    for r in ("add-rdate", "ins-rdate"):
+                        self.assertTrue(c.send(SENDER, [r + "@" + D], self.RESENT).ok)
                 ps = sc.wait_closed(1)[0].seq(">")
                 first = ps[:[i for i, x in enumerate(ps) if x[0] == "M"][1]]
                 got[kind] = {"sent": [x[1] for x in first if x[0] == "L"],
                              "delivered": names(m.wait_delivered("bare@" + D)[0])}
                 for r in self.ACTIONS:
-                    got[kind][r] = self.dates(m.wait_delivered(r + "@" + D)[0])
+                    got[kind][r] = self.dates(m.wait_delivered(r + "@" + D)[0],
+                                              "Resent-Date" if "rdate" in r else "Date")
             # the library appends a Date to a message without one
             with mfscen(port) as lib, mta(kind, port) as m:
                 self.assertTrue(m.send(SENDER, ["scen-hdr-add-date@" + D], NO_DATE).ok)
                 d = m.wait_delivered("scen-hdr-add-date@" + D)[0]
-                got[kind]["library"] = [n for n in names(d) if n in ("Date", "Subject")]
+                got[kind]["library"] = ([n for n in names(d) if n in ("Date", "Subject")],
+                                        self.dates(d))
             self.assertEqual(lib.returncode, 0, lib.log())
         self.assertEqual(got, {
             "postfix": {"sent": ["Subject", "Message-Id", "Date", "From"],
                         "delivered": ["Received", "Subject", "Message-Id", "Date", "From"],
                         "del-date": [], "del-date-nd": [],
                         "add-date-nd": ["mta", "milter"], "ins-date-nd": ["mta", "milter"],
-                        "library": ["Subject", "Date", "Date"]},
+                        "add-rdate": ["mta", "milter"], "ins-rdate": ["mta", "milter"],
+                        "library": (["Subject", "Date", "Date"], ["mta", "milter"])},
             "sendmail": {"sent": ["Subject"],
                          "delivered": ["Received", "Date", "From", "Message-Id", "Subject"],
                          "del-date": [], "del-date-nd": [],
                          "add-date-nd": ["milter"], "ins-date-nd": ["mta", "milter"],
-                         "library": ["Date", "Subject", "Date"]}})
+                         "add-rdate": ["milter"], "ins-rdate": ["mta", "milter"],
+                         "library": (["Date", "Subject"], ["milter"])}})
 
 
 class SpecialHeaders(unittest.TestCase):

@@ -178,6 +178,31 @@ typedef enum mf_action_kind {
  *     not in the filter's list; a field the filter moves this way goes
  *     below an MTA field that was added at the end of the header before
  *     the milter ran.
+ *   - Fields the MTA adds when the message lacks them: Date, From,
+ *     Message-Id (and on a resent message Resent-Date, Resent-From,
+ *     Resent-Message-Id).  Postfix appends them before the milter runs
+ *     (for clients in local_header_rewrite_clients) and sends them: they
+ *     are in the filter's list.  Sendmail fills them at delivery from its
+ *     .cf templates (H?D?Date: $a...) and never sends them.  So on
+ *     Sendmail and an MTA not known, the first field of such a name the
+ *     filter adds when the message had none is an ADDHEADER, which fills
+ *     Sendmail's template: the message has one such field, but where the
+ *     template is (right under Sendmail's Received:, in the .cf's order),
+ *     not where the filter put it, and with the template's spelling of
+ *     the name ("Message-Id").  Exactness is impossible there (an
+ *     INSHEADER would deliver two); one field is the choice.  Further
+ *     fields of that name follow the rules above.  (On Postfix with the
+ *     MTA not known, that field is appended.)
+ *     test_mta_differences.py::MissingHeaders::test_missing.
+ *   What Sendmail does that no action changes (Postfix does neither to a
+ *   milter's values), shown in tests/integration/test_mta_differences.py:
+ *     - on a message that is not resent, a milter's Resent-*, Return-Path
+ *       and Content-Length are dropped and Bcc is delivered empty
+ *       (SpecialHeaders::test_by_name);
+ *     - address fields are rewritten at delivery, a milter's values too:
+ *       From, Sender, Reply-To qualified with its host name ("1" ->
+ *       "1@host"), To and Cc get commas ("a b" -> "a, b"), 0x7f is put
+ *       before each byte 0x80-0x9f (AddressHeaders::test_rewrites).
  *   MF_OPT_RECREATE_HEADERS deletes every field and appends the whole list
  *   on any header change: right on both, at the cost of the whole header. */
 typedef enum mf_mta {
