@@ -35,6 +35,8 @@ typedef struct rent {
   unsigned char user;  /* from the message or a milter (Sendmail's H_USER) */
   unsigned char mta;   /* the MTA's own: its Received:, a .cf template */
   unsigned char trace; /* a Received: template (Sendmail's H_TRACE) */
+  unsigned char carried; /* a template the message carried a field of
+                            (Sendmail emptied it) */
 } rent;
 
 typedef struct trcpt {
@@ -857,12 +859,13 @@ static int rh_mta_fields(mf_testtrx *t) {
 }
 
 /* Delivered: a field of the message or a milter that has a value; a
- * template only when a milter filled it, and (Sendmail skips a template
- * whose value is empty) not with "". */
+ * template only when a milter filled it, and not with "" when the message
+ * carried a field of that name (Sendmail skips it then; the template of a
+ * field the message lacked is delivered "Name:"). */
 static int rh_visible(const rent *e) {
   if (e->value == NULL)
     return 0;
-  return !e->mta || (e->user && e->value[0] != '\0');
+  return !e->mta || (e->user && (e->value[0] != '\0' || !e->carried));
 }
 
 /* Sendmail's addheader(): above the first entry of that name, else at the
@@ -983,6 +986,10 @@ static int apply_actions(mf_testtrx *t) {
     char *v = crlf_value(t->hdrs[i].b, 0);
     rc = v ? rh_insert(t, t->nrh, t->hdrs[i].a, v, 1) : MF_E_NOMEM;
   }
+  for (size_t i = 0; i < t->nrh && rc == 0; i++)
+    for (size_t k = 0; k < t->nhdrs && t->rh[i].mta; k++)
+      if (strcasecmp(t->rh[i].name, t->hdrs[k].a) == 0)
+        t->rh[i].carried = 1;
   if (rc != 0)
     return rc;
   /* envelope */

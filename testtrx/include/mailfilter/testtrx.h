@@ -70,8 +70,9 @@
  *     a template of that name that no milter filled yet (not Received:),
  *     else goes above the first entry of that name, else appends.  A
  *     template a milter filled is delivered in its place, but not when
- *     its value is empty (Sendmail skips an empty template; it would also
- *     expand "$x" macros in it, which the model does not).
+ *     its value is empty and the message carried a field of that name
+ *     (Sendmail skips it then; the template of a field the message lacked,
+ *     filled with "", is delivered "Name:").
  *   ADDRCPT/DELRCPT/CHGFROM edit the envelope; REPLBODY replaces the body;
  *   QUARANTINE holds the message (both MTAs).
  * THE RESULT TEXT, byte for byte what the MTA delivers apart from its own
