@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What each MTA side offers in its option negotiation (SMFIC_OPTNEG:
 version, actions, protocol steps and data-size bits), captured by a
-listener that records the first packet and hangs up:
+milter that records what it receives (milterwire.Scripted):
 - a stock Sendmail (smtest) and the private Postfix (pftest) offer the
   same thing;
 - milter-check and the libuv client (bench/mfload) offer what the MTAs
@@ -11,14 +11,12 @@ listener that records the first packet and hangs up:
   8.17 do not (they offer version 6, actions 0x1ff, steps 0x1fffff).
 """
 import os
-import socket
-import struct
 import subprocess
 import sys
-import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import milterwire  # noqa: E402
 import pftest  # noqa: E402
 import smtest  # noqa: E402
 
@@ -27,56 +25,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MDS_MASK = 0x10000000 | 0x20000000  # SMFIP_MDS_256K | SMFIP_MDS_1M
 
 
-class Capture:
-    """A milter socket that keeps the first OPTNEG of each connection."""
-
-    def __init__(self):
-        self.port = pftest.free_port()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", self.port))
-        self.sock.listen(8)
-        self.offers = []
-        self.got = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with c:
-                c.settimeout(10)
-                data = b""
-                try:
-                    while len(data) < 17:
-                        chunk = c.recv(17 - len(data))
-                        if not chunk:
-                            break
-                        data += chunk
-                except OSError:
-                    pass
-                if len(data) == 17 and data[4:5] == b"O":
-                    self.offers.append(struct.unpack(">III", data[5:17]))
-                    self.got.set()
-
-    def wait(self):
-        self.got.wait(30)
-        return self.offers[0] if self.offers else None
-
-    def close(self):
-        self.sock.close()
-
-
 def offer_of(start):
-    cap = Capture()
-    try:
-        start("inet:%d@127.0.0.1" % cap.port, cap.port)
-        return cap.wait()
-    finally:
-        cap.close()
+    """(version, actions, protocol) of the first OPTNEG that start(spec,
+    port) makes reach a milter (milterwire.Scripted) on spec/port."""
+    with milterwire.Scripted() as m:
+        start("inet:%d@127.0.0.1" % m.port, m.port)
+        conn = m.wait_closed(1)[0]
+    offers = [x[1:] for x in conn.seq(">") if x[0] == "O"]
+    return offers[0] if offers else None
 
 
 class Negotiation(unittest.TestCase):
