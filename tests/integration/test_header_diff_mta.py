@@ -104,11 +104,13 @@ def predict(mta, stage, engine, files):
     for chunk in (b"\n" + out.stdout).split(b"\n== ")[1:]:
         first, _, rest = chunk.partition(b"\n")
         text, _, flist = rest.partition(b"-- list\n")
-        path, above, unmatched, actions = first.decode().split(" ")
-        if int(unmatched[10:]) and engine in (None, "unknown"):
-            raise AssertionError("testtrx: %s: %s CHGHEADER found no field" % (path, unmatched))
-        kinds = [k + int(n) for k, n in zip(kinds, actions[8:].split(","))]
-        res[path] = (int(above[6:]), pftest.split_message(text + b"\n")[0],
+        path, *fields = first.decode().split(" ")
+        kv = dict(f.split("=", 1) for f in fields)  # above, unmatched, actions
+        if int(kv["unmatched"]) and engine in (None, "unknown"):
+            raise AssertionError("testtrx: %s: %s CHGHEADER found no field"
+                                 % (path, kv["unmatched"]))
+        kinds = [k + int(n) for k, n in zip(kinds, kv["actions"].split(","))]
+        res[path] = (int(kv["above"]), pftest.split_message(text + b"\n")[0],
                      pftest.split_message(flist + b"\n")[0])
     return res, kinds
 
